@@ -1,0 +1,198 @@
+/**
+ * VMBus ring packets: the 16-byte descriptor and the four packet kinds in use — in-band (6), transfer
+ * pages (7), GPA direct (9) and completion (11) — with byte-exact encode/decode and the size helpers a
+ * sender needs. Pure and synchronous: errors are returned as values, never thrown.
+ *
+ * @since 0.1.0
+ */
+import * as internal from "./internal/packet.js"
+import * as L from "./internal/layout.js"
+import type { InvalidParameter, MalformedPacket, PacketTooLarge, RingCorrupt } from "./VmbusError.js"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type TransferPageRange = internal.TransferPageRange
+
+/**
+ * A page range of guest memory: `byteCount` bytes starting `byteOffset` bytes into the first of `pfns`
+ * (4 KiB page frame numbers; `ceil((byteOffset + byteCount) / 4096)` of them).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type GpaRange = internal.GpaRange
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type InBandPacket = internal.InBandPacket
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type CompletionPacket = internal.CompletionPacket
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type TransferPagesPacket = internal.TransferPagesPacket
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type GpaDirectPacket = internal.GpaDirectPacket
+
+/**
+ * Any supported packet. On decode, `payload` includes the zero padding up to the 8-byte boundary: the
+ * exact payload length is not on the wire.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Packet = internal.Packet
+
+/**
+ * Wire values of the supported packet types.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const PacketType = {
+  InBand: L.PACKET_TYPE_IN_BAND,
+  TransferPages: L.PACKET_TYPE_TRANSFER_PAGES,
+  GpaDirect: L.PACKET_TYPE_GPA_DIRECT,
+  Completion: L.PACKET_TYPE_COMPLETION
+} as const
+
+/**
+ * @since 0.1.0
+ * @category constants
+ */
+export const FLAG_COMPLETION_REQUESTED: number = L.FLAG_COMPLETION_REQUESTED
+
+/**
+ * @since 0.1.0
+ * @category constants
+ */
+export const DESCRIPTOR_SIZE: number = L.DESCRIPTOR_SIZE
+
+/**
+ * @since 0.1.0
+ * @category constants
+ */
+export const TRAILER_SIZE: number = L.TRAILER_SIZE
+
+/**
+ * Largest packet length, trailer excluded (`len8` = 0xFFFF).
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const MAX_PACKET_LENGTH: number = L.MAX_PACKET_LENGTH
+
+/**
+ * @since 0.1.0
+ * @category constructors
+ */
+export const inBand = (
+  payload: Uint8Array,
+  options?: { readonly transactionId?: bigint | undefined; readonly completionRequested?: boolean | undefined }
+): InBandPacket => ({
+  _tag: "InBand",
+  payload,
+  transactionId: options?.transactionId ?? 0n,
+  completionRequested: options?.completionRequested ?? false
+})
+
+/**
+ * @since 0.1.0
+ * @category constructors
+ */
+export const completion = (transactionId: bigint, payload: Uint8Array = new Uint8Array(0)): CompletionPacket => ({
+  _tag: "Completion",
+  transactionId,
+  payload
+})
+
+/**
+ * Bytes from the descriptor start to the payload (`offset8 * 8`).
+ *
+ * @since 0.1.0
+ * @category getters
+ */
+export const headerSize: (packet: Packet) => number = internal.headerSize
+
+/**
+ * `len8 * 8`: the packet's length in the ring, trailer excluded.
+ *
+ * @since 0.1.0
+ * @category getters
+ */
+export const packetLength: (packet: Packet) => number = internal.packetLength
+
+/**
+ * Bytes the packet takes in the ring, trailer included.
+ *
+ * @since 0.1.0
+ * @category getters
+ */
+export const ringSize: (packet: Packet) => number = internal.ringSize
+
+/**
+ * Bytes an in-band or completion packet with `payloadLength` bytes of payload takes in the ring:
+ * `align8(16 + n) + 8`.
+ *
+ * @since 0.1.0
+ * @category getters
+ */
+export const inBandRingSize: (payloadLength: number) => number = internal.inBandRingSize
+
+/**
+ * Bytes a GPA-direct packet takes in the ring, for the page count of each range and the payload.
+ *
+ * @since 0.1.0
+ * @category getters
+ */
+export const gpaDirectRingSize: (pagesPerRange: ReadonlyArray<number>, payloadLength: number) => number =
+  internal.gpaDirectRingSize
+
+/**
+ * Encodes a packet: descriptor, type header, payload and zero padding (no trailer).
+ *
+ * @since 0.1.0
+ * @category encoding
+ */
+export const encode: (packet: Packet) => Uint8Array | InvalidParameter | PacketTooLarge = internal.encode
+
+/**
+ * Decodes a packet from its bytes (exactly `len8 * 8`). Unknown types, unknown flag bits and lengths
+ * or ranges that do not add up are `RingCorrupt`.
+ *
+ * @since 0.1.0
+ * @category decoding
+ */
+export const decode: (bytes: Uint8Array, at?: number) => Packet | RingCorrupt = internal.decode
+
+/**
+ * Checks an outgoing packet without encoding it.
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const validate: (packet: Packet) => InvalidParameter | PacketTooLarge | undefined = internal.validateOutgoing
+
+/**
+ * Content checks for the ranges of a received GPA-direct packet: non-zero length, offset inside the
+ * first page, PFN count matching offset and length.
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const validateGpaRanges: (ranges: ReadonlyArray<GpaRange>) => MalformedPacket | undefined =
+  internal.validateGpaRanges

@@ -1,0 +1,144 @@
+/**
+ * The VMBus ring buffer, byte for byte as Linux, DPDK and OpenVMM lay it out: a 4096-byte control page
+ * (write index, read index, interrupt mask, pending send size, feature bits) followed by a data area
+ * whose size is a multiple of 4096. `OutgoingRing` writes batches of packets and decides whether the
+ * reader must be signalled; `IncomingRing` reads, validates and copies packets out, and decides
+ * whether the writer must be signalled. No Effect inside: a ring dump can be inspected with this module
+ * alone. Control words go through `Atomics`, so the other endpoint may be another thread.
+ *
+ * @since 0.1.0
+ */
+import * as internal from "./internal/ring.js"
+import * as L from "./internal/layout.js"
+import type { InvalidParameter } from "./VmbusError.js"
+
+/**
+ * @since 0.1.0
+ * @category constants
+ */
+export const CONTROL_PAGE_SIZE: number = L.CONTROL_PAGE_SIZE
+
+/**
+ * @since 0.1.0
+ * @category constants
+ */
+export const PAGE_SIZE: number = L.PAGE_SIZE
+
+/**
+ * Byte offsets of the control words in the control page.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const ControlOffset = {
+  writeIndex: L.WRITE_INDEX_OFFSET,
+  readIndex: L.READ_INDEX_OFFSET,
+  interruptMask: L.INTERRUPT_MASK_OFFSET,
+  pendingSendSize: L.PENDING_SEND_SIZE_OFFSET,
+  featureBits: L.FEATURE_BITS_OFFSET
+} as const
+
+/**
+ * A byte region holding one ring: control page then data area.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type RegionInput = internal.RegionInput
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type RingOptions = internal.RingOptions
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type IncomingOptions = internal.IncomingOptions
+
+/**
+ * The writer's side of a ring. `write` packets (into the batch), then `commit` once: the result says
+ * whether to signal the reader. `requestSpace` / `clearSpaceRequest` drive `pending_send_sz`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const OutgoingRing = internal.OutgoingRing
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type OutgoingRing = internal.OutgoingRing
+
+/**
+ * The reader's side of a ring. `read` / `peek` packets with a private cursor, then `commit`: the
+ * result says whether to signal the writer. `mask` / `unmask` drive `interrupt_mask`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const IncomingRing = internal.IncomingRing
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type IncomingRing = internal.IncomingRing
+
+/**
+ * The result of one read: a packet, `undefined` when empty, or a typed error.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ReadResult = internal.ReadResult
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type ControlSnapshot = internal.ControlSnapshot
+
+/**
+ * Initialises a ring in place: control page zeroed, feature bit 0 (pending send size) set, both
+ * indices 0. Fails only on a region of the wrong geometry.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const initialize = (input: RegionInput): InvalidParameter | undefined => {
+  const r = internal.region(input)
+  if ("_tag" in r) return r
+  internal.initialize(r)
+  return undefined
+}
+
+/**
+ * Allocates and initialises a ring of `ringSize` bytes (control page included; a multiple of 4096, at
+ * least 8192). `shared: true` (the default) uses a `SharedArrayBuffer` so worker threads can use it.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const allocate = (
+  ringSize: number,
+  options?: { readonly shared?: boolean | undefined }
+): Uint8Array | InvalidParameter => {
+  if (!Number.isSafeInteger(ringSize) || ringSize < 2 * L.PAGE_SIZE || ringSize % L.PAGE_SIZE !== 0) {
+    return internal.region(new Uint8Array(0)) as InvalidParameter
+  }
+  const bytes = new Uint8Array(options?.shared === false ? new ArrayBuffer(ringSize) : new SharedArrayBuffer(ringSize))
+  const problem = initialize(bytes)
+  return problem ?? bytes
+}
+
+/**
+ * A diagnostic dump of the control page; indices are reported even when invalid.
+ *
+ * @since 0.1.0
+ * @category getters
+ */
+export const inspect: (input: RegionInput) => ControlSnapshot | InvalidParameter = internal.inspect

@@ -1,0 +1,295 @@
+// Packet descriptor and the four supported packet kinds (wire-format.md §2). Synchronous, over
+// Uint8Array/DataView; errors are returned, never thrown.
+import { InvalidParameter, MalformedPacket, PacketTooLarge, RingCorrupt } from "../VmbusError.js"
+import * as L from "./layout.js"
+
+export interface TransferPageRange {
+  readonly byteCount: number
+  readonly byteOffset: number
+}
+
+export interface GpaRange {
+  readonly byteCount: number
+  readonly byteOffset: number
+  readonly pfns: ReadonlyArray<number>
+}
+
+export interface InBandPacket {
+  readonly _tag: "InBand"
+  readonly transactionId: bigint
+  readonly completionRequested: boolean
+  readonly payload: Uint8Array
+}
+
+export interface CompletionPacket {
+  readonly _tag: "Completion"
+  readonly transactionId: bigint
+  readonly payload: Uint8Array
+}
+
+export interface TransferPagesPacket {
+  readonly _tag: "TransferPages"
+  readonly transactionId: bigint
+  readonly completionRequested: boolean
+  readonly transferPageSetId: number
+  readonly senderOwnsSet: boolean
+  readonly ranges: ReadonlyArray<TransferPageRange>
+  readonly payload: Uint8Array
+}
+
+export interface GpaDirectPacket {
+  readonly _tag: "GpaDirect"
+  readonly transactionId: bigint
+  readonly completionRequested: boolean
+  readonly ranges: ReadonlyArray<GpaRange>
+  readonly payload: Uint8Array
+}
+
+export type Packet = InBandPacket | CompletionPacket | TransferPagesPacket | GpaDirectPacket
+
+const U64_MAX = 0xffff_ffff_ffff_ffffn
+
+const typeHeaderSize = (packet: Packet): number => {
+  switch (packet._tag) {
+    case "InBand":
+    case "Completion":
+      return 0
+    case "TransferPages":
+      return L.EXTENDED_HEADER_SIZE + packet.ranges.length * L.TRANSFER_PAGE_RANGE_SIZE
+    case "GpaDirect": {
+      let size = L.EXTENDED_HEADER_SIZE
+      for (const range of packet.ranges) size += L.GPA_RANGE_HEADER_SIZE + range.pfns.length * L.PFN_SIZE
+      return size
+    }
+  }
+}
+
+/** Bytes from the start of the descriptor to the payload (`offset8 * 8`). */
+export const headerSize = (packet: Packet): number => L.DESCRIPTOR_SIZE + typeHeaderSize(packet)
+
+/** `len8 * 8`: the packet's length in the ring without its trailer. */
+export const packetLength = (packet: Packet): number => L.align8Safe(headerSize(packet) + packet.payload.length)
+
+/** Bytes a packet takes in the ring, trailer included. */
+export const ringSize = (packet: Packet): number => packetLength(packet) + L.TRAILER_SIZE
+
+/** Bytes an in-band (or completion) packet with `payloadLength` payload bytes takes in the ring. */
+export const inBandRingSize = (payloadLength: number): number =>
+  L.align8Safe(L.DESCRIPTOR_SIZE + payloadLength) + L.TRAILER_SIZE
+
+/** Bytes a GPA-direct packet takes in the ring for the given range page counts and payload. */
+export const gpaDirectRingSize = (pagesPerRange: ReadonlyArray<number>, payloadLength: number): number => {
+  let header = L.DESCRIPTOR_SIZE + L.EXTENDED_HEADER_SIZE
+  for (const pages of pagesPerRange) header += L.GPA_RANGE_HEADER_SIZE + pages * L.PFN_SIZE
+  return L.align8Safe(header + payloadLength) + L.TRAILER_SIZE
+}
+
+const isU32 = (n: number): boolean => Number.isInteger(n) && n >= 0 && n <= 0xffff_ffff
+
+/** Checks that an outgoing packet can be encoded: field ranges, range shapes, length limit. */
+export const validateOutgoing = (packet: Packet): InvalidParameter | PacketTooLarge | undefined => {
+  if (typeof packet.transactionId !== "bigint" || packet.transactionId < 0n || packet.transactionId > U64_MAX) {
+    return new InvalidParameter({ field: "transactionId", reason: "must be a u64", value: packet.transactionId })
+  }
+  switch (packet._tag) {
+    case "TransferPages": {
+      if (!Number.isInteger(packet.transferPageSetId) || packet.transferPageSetId < 0 || packet.transferPageSetId > 0xffff) {
+        return new InvalidParameter({ field: "transferPageSetId", reason: "must be a u16", value: packet.transferPageSetId })
+      }
+      for (let i = 0; i < packet.ranges.length; i++) {
+        const range = packet.ranges[i]!
+        if (!isU32(range.byteCount) || !isU32(range.byteOffset)) {
+          return new InvalidParameter({ field: `ranges[${i}]`, reason: "byteCount and byteOffset must be u32" })
+        }
+      }
+      break
+    }
+    case "GpaDirect": {
+      if (packet.ranges.length === 0) {
+        return new InvalidParameter({ field: "ranges", reason: "a GPA-direct packet needs at least one range" })
+      }
+      for (let i = 0; i < packet.ranges.length; i++) {
+        const reason = gpaRangeProblem(packet.ranges[i]!)
+        if (reason !== undefined) return new InvalidParameter({ field: `ranges[${i}]`, reason })
+      }
+      break
+    }
+    default:
+      break
+  }
+  const length = packetLength(packet)
+  if (length > L.MAX_PACKET_LENGTH) return new PacketTooLarge({ size: length, max: L.MAX_PACKET_LENGTH })
+  return undefined
+}
+
+/** Why a GPA range is unacceptable, or undefined (OpenVMM gparange.rs rules). */
+export const gpaRangeProblem = (range: GpaRange): string | undefined => {
+  if (!isU32(range.byteCount) || range.byteCount === 0) return "byteCount must be a non-zero u32"
+  if (!Number.isInteger(range.byteOffset) || range.byteOffset < 0 || range.byteOffset > L.MAX_GPA_BYTE_OFFSET) {
+    return "byteOffset must be within the first page (0..0xFFF)"
+  }
+  const pages = L.pageCount(range.byteOffset, range.byteCount)
+  if (range.pfns.length !== pages) return `needs ${pages} PFNs for offset and length, has ${range.pfns.length}`
+  for (const pfn of range.pfns) {
+    if (!Number.isSafeInteger(pfn) || pfn < 0) return `PFN ${pfn} is not a valid page frame number`
+  }
+  return undefined
+}
+
+/**
+ * Writes the descriptor and type-specific header of `packet` into `target` at 0 and returns its size.
+ * `target` must hold `headerSize(packet)` bytes. The packet must have passed `validateOutgoing`.
+ */
+export const encodeHeaderInto = (packet: Packet, target: Uint8Array, view: DataView): number => {
+  const header = headerSize(packet)
+  const length = L.align8Safe(header + packet.payload.length)
+  let type: number
+  let flags = 0
+  switch (packet._tag) {
+    case "InBand":
+      type = L.PACKET_TYPE_IN_BAND
+      if (packet.completionRequested) flags = L.FLAG_COMPLETION_REQUESTED
+      break
+    case "Completion":
+      type = L.PACKET_TYPE_COMPLETION
+      break
+    case "TransferPages":
+      type = L.PACKET_TYPE_TRANSFER_PAGES
+      if (packet.completionRequested) flags = L.FLAG_COMPLETION_REQUESTED
+      break
+    case "GpaDirect":
+      type = L.PACKET_TYPE_GPA_DIRECT
+      if (packet.completionRequested) flags = L.FLAG_COMPLETION_REQUESTED
+      break
+  }
+  view.setUint16(0, type, true)
+  view.setUint16(2, header / 8, true)
+  view.setUint16(4, length / 8, true)
+  view.setUint16(6, flags, true)
+  view.setBigUint64(8, packet.transactionId, true)
+  if (packet._tag === "TransferPages") {
+    view.setUint16(16, packet.transferPageSetId, true)
+    target[18] = packet.senderOwnsSet ? 1 : 0
+    target[19] = 0
+    view.setUint32(20, packet.ranges.length, true)
+    let at = 24
+    for (const range of packet.ranges) {
+      view.setUint32(at, range.byteCount, true)
+      view.setUint32(at + 4, range.byteOffset, true)
+      at += 8
+    }
+  } else if (packet._tag === "GpaDirect") {
+    view.setUint32(16, 0, true)
+    view.setUint32(20, packet.ranges.length, true)
+    let at = 24
+    for (const range of packet.ranges) {
+      view.setUint32(at, range.byteCount, true)
+      view.setUint32(at + 4, range.byteOffset, true)
+      at += 8
+      for (const pfn of range.pfns) {
+        view.setBigUint64(at, BigInt(pfn), true)
+        at += 8
+      }
+    }
+  }
+  return header
+}
+
+/** Encodes a whole packet (descriptor, header, payload, zero padding; no trailer). */
+export const encode = (packet: Packet): Uint8Array | InvalidParameter | PacketTooLarge => {
+  const problem = validateOutgoing(packet)
+  if (problem !== undefined) return problem
+  const bytes = new Uint8Array(packetLength(packet))
+  const view = new DataView(bytes.buffer)
+  const header = encodeHeaderInto(packet, bytes, view)
+  bytes.set(packet.payload, header)
+  return bytes
+}
+
+const corrupt = (reason: string, field: string, offset: number | undefined, value?: unknown): RingCorrupt =>
+  new RingCorrupt({ reason, field, ...(offset === undefined ? {} : { offset }), ...(value === undefined ? {} : { value }) })
+
+/**
+ * Decodes a packet from a private copy of its bytes (exactly `len8 * 8` long). Structural problems —
+ * unknown type or flags, lengths that do not add up, range arrays that do not fit the header — are
+ * `RingCorrupt`, since no correct writer produces them. `at` is the packet's data-area offset, for
+ * error reports.
+ */
+export const decode = (bytes: Uint8Array, at?: number): Packet | RingCorrupt => {
+  if (bytes.length < L.DESCRIPTOR_SIZE || bytes.length % 8 !== 0) {
+    return corrupt("packet shorter than a descriptor or not a multiple of 8", "len8", at, bytes.length)
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  const type = view.getUint16(0, true)
+  const offset = view.getUint16(2, true) * 8
+  const length = view.getUint16(4, true) * 8
+  const flags = view.getUint16(6, true)
+  if (length !== bytes.length) return corrupt("len8 does not match the packet length", "len8", at, length / 8)
+  if (offset < L.DESCRIPTOR_SIZE || offset > length) return corrupt("offset8 out of range", "offset8", at, offset / 8)
+  if ((flags & ~L.FLAG_COMPLETION_REQUESTED) !== 0) return corrupt("unknown flag bits", "flags", at, flags)
+  const completionRequested = flags === L.FLAG_COMPLETION_REQUESTED
+  const transactionId = view.getBigUint64(8, true)
+  const payload = bytes.subarray(offset, length)
+  switch (type) {
+    case L.PACKET_TYPE_IN_BAND:
+      return { _tag: "InBand", transactionId, completionRequested, payload }
+    case L.PACKET_TYPE_COMPLETION:
+      // A completion requesting a completion has no meaning; OpenVMM accepts the bit, so do we.
+      return { _tag: "Completion", transactionId, payload }
+    case L.PACKET_TYPE_TRANSFER_PAGES: {
+      if (offset < L.DESCRIPTOR_SIZE + L.EXTENDED_HEADER_SIZE) {
+        return corrupt("transfer-page packet without its sub-header", "offset8", at, offset / 8)
+      }
+      const transferPageSetId = view.getUint16(16, true)
+      const senderOwnsSet = bytes[18] !== 0
+      const count = view.getUint32(20, true)
+      const room = (offset - 24) / 8
+      if (count > room) return corrupt("transfer range count exceeds the header", "range_cnt", at, count)
+      const ranges: Array<TransferPageRange> = new Array(count)
+      for (let i = 0, p = 24; i < count; i++, p += 8) {
+        ranges[i] = { byteCount: view.getUint32(p, true), byteOffset: view.getUint32(p + 4, true) }
+      }
+      return { _tag: "TransferPages", transactionId, completionRequested, transferPageSetId, senderOwnsSet, ranges, payload }
+    }
+    case L.PACKET_TYPE_GPA_DIRECT: {
+      if (offset < L.DESCRIPTOR_SIZE + L.EXTENDED_HEADER_SIZE) {
+        return corrupt("GPA-direct packet without its sub-header", "offset8", at, offset / 8)
+      }
+      const count = view.getUint32(20, true)
+      if (count === 0) return corrupt("GPA-direct packet with no range", "range_cnt", at, 0)
+      const ranges: Array<GpaRange> = []
+      let p = 24
+      for (let i = 0; i < count; i++) {
+        if (p + 8 > offset) return corrupt("GPA range header beyond offset8", "range_cnt", at, count)
+        const byteCount = view.getUint32(p, true)
+        const byteOffset = view.getUint32(p + 4, true)
+        p += 8
+        const pages = L.pageCount(byteOffset, byteCount)
+        if (p + pages * 8 > offset) return corrupt("GPA range PFNs beyond offset8", `gpa_range[${i}].pfn_array`, at, pages)
+        const pfns: Array<number> = new Array(pages)
+        for (let k = 0; k < pages; k++, p += 8) {
+          const pfn = view.getBigUint64(p, true)
+          // PFNs above 2^52 name no 64-bit physical address; they also keep numbers exact.
+          if (pfn > 0xf_ffff_ffff_ffffn) return corrupt("PFN out of range", `gpa_range[${i}].pfn_array`, at, pfn)
+          pfns[k] = Number(pfn)
+        }
+        ranges.push({ byteCount, byteOffset, pfns })
+      }
+      return { _tag: "GpaDirect", transactionId, completionRequested, ranges, payload }
+    }
+    default:
+      return corrupt("unsupported packet type", "type", at, type)
+  }
+}
+
+/**
+ * Content checks on the ranges of a received GPA-direct packet (non-zero length, offset in the first
+ * page). A failure concerns one packet, not the ring: the receiver completes it with a failure status.
+ */
+export const validateGpaRanges = (ranges: ReadonlyArray<GpaRange>): MalformedPacket | undefined => {
+  for (let i = 0; i < ranges.length; i++) {
+    const reason = gpaRangeProblem(ranges[i]!)
+    if (reason !== undefined) return new MalformedPacket({ reason, field: `gpa_range[${i}]` })
+  }
+  return undefined
+}

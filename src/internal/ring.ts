@@ -1,0 +1,423 @@
+// The VMBus ring (wire-format.md §1, §3): one 4 KiB control page then a data area. Synchronous code over
+// Uint8Array/DataView, with every control word accessed through Atomics so the other endpoint may be
+// another thread or process. Peer data is validated; problems are returned as typed errors.
+import { BufferTooSmall, InvalidParameter, PacketTooLarge, RingCorrupt, RingFull } from "../VmbusError.js"
+import * as L from "./layout.js"
+import * as P from "./packet.js"
+
+export interface RingRegion {
+  readonly control: Uint32Array
+  readonly data: Uint8Array
+  readonly dataSize: number
+  readonly bytes: Uint8Array
+}
+
+export type RegionInput = ArrayBuffer | SharedArrayBuffer | Uint8Array
+
+const toBytes = (input: RegionInput): Uint8Array => (input instanceof Uint8Array ? input : new Uint8Array(input))
+
+/** Validates the geometry of a region and returns its views (does not touch the content). */
+export const region = (input: RegionInput): RingRegion | InvalidParameter => {
+  const bytes = toBytes(input)
+  if (bytes.byteLength < L.CONTROL_PAGE_SIZE + L.PAGE_SIZE || bytes.byteLength % L.PAGE_SIZE !== 0) {
+    return new InvalidParameter({
+      field: "ringSize",
+      reason: "a ring is a multiple of 4096 bytes with at least one data page",
+      value: bytes.byteLength
+    })
+  }
+  if (bytes.byteOffset % 8 !== 0) {
+    return new InvalidParameter({ field: "byteOffset", reason: "the ring must start 8-byte aligned", value: bytes.byteOffset })
+  }
+  return {
+    bytes,
+    control: new Uint32Array(bytes.buffer, bytes.byteOffset, 32),
+    data: bytes.subarray(L.CONTROL_PAGE_SIZE),
+    dataSize: bytes.byteLength - L.CONTROL_PAGE_SIZE
+  }
+}
+
+/** effect-vmbus initialisation: zero the control page, feature bit 0 set, both indices 0. */
+export const initialize = (r: RingRegion): void => {
+  r.bytes.fill(0, 0, L.CONTROL_PAGE_SIZE)
+  Atomics.store(r.control, L.FEATURE_BITS_WORD, L.FEATURE_PENDING_SEND_SIZE)
+  Atomics.store(r.control, L.WRITE_INDEX_WORD, 0)
+  Atomics.store(r.control, L.READ_INDEX_WORD, 0)
+}
+
+const rawFree = (w: number, r: number, size: number): number => (w >= r ? size - (w - r) : r - w)
+const readable = (w: number, r: number, size: number): number => (w >= r ? w - r : size - r + w)
+
+const badIndex = (index: number, size: number): boolean => index >= size || (index & 7) !== 0
+
+const copyIn = (data: Uint8Array, size: number, at: number, src: Uint8Array): number => {
+  const n = src.length
+  const first = size - at
+  if (n <= first) {
+    data.set(src, at)
+    const next = at + n
+    return next === size ? 0 : next
+  }
+  data.set(src.subarray(0, first), at)
+  data.set(src.subarray(first), 0)
+  return n - first
+}
+
+const zeroFill = (data: Uint8Array, size: number, at: number, n: number): number => {
+  const first = size - at
+  if (n <= first) {
+    data.fill(0, at, at + n)
+    const next = at + n
+    return next === size ? 0 : next
+  }
+  data.fill(0, at, size)
+  data.fill(0, 0, n - first)
+  return n - first
+}
+
+const copyOut = (data: Uint8Array, size: number, at: number, dst: Uint8Array, dstOffset: number, n: number): void => {
+  const first = size - at
+  if (n <= first) {
+    dst.set(data.subarray(at, at + n), dstOffset)
+  } else {
+    dst.set(data.subarray(at, size), dstOffset)
+    dst.set(data.subarray(0, n - first), dstOffset + first)
+  }
+}
+
+export interface RingOptions {
+  /** OpenVMM's extra limit: reject a single packet whose ring size is `>= D − 8`. */
+  readonly strict?: boolean | undefined
+}
+
+/** The writer's side of a ring: batch writes, one publish, one signal decision. */
+export class OutgoingRing {
+  readonly dataSize: number
+  readonly strict: boolean
+  private readonly control: Uint32Array
+  private readonly data: Uint8Array
+  private committed: number
+  private cursor: number
+  private readonly scratch = new Uint8Array(L.DESCRIPTOR_SIZE + L.EXTENDED_HEADER_SIZE + 8 * 1024)
+  private readonly scratchView = new DataView(this.scratch.buffer)
+  private readonly trailer = new Uint8Array(8)
+  private readonly trailerView = new DataView(this.trailer.buffer)
+
+  private constructor(r: RingRegion, own: number, options?: RingOptions) {
+    this.control = r.control
+    this.data = r.data
+    this.dataSize = r.dataSize
+    this.committed = own
+    this.cursor = own
+    this.strict = options?.strict === true
+  }
+
+  /** Attaches to a ring whose control page is already initialised; our own index is read once. */
+  static attach(input: RegionInput, options?: RingOptions): OutgoingRing | InvalidParameter | RingCorrupt {
+    const r = region(input)
+    if (r instanceof InvalidParameter) return r
+    const own = Atomics.load(r.control, L.WRITE_INDEX_WORD)
+    if (badIndex(own, r.dataSize)) {
+      return new RingCorrupt({ reason: "index out of range or misaligned", field: "write_index", value: own })
+    }
+    return new OutgoingRing(r, own, options)
+  }
+
+  /** The largest ring size (packet + trailer) a single packet may have in this ring. */
+  get maxRingPacketSize(): number {
+    return this.strict ? this.dataSize - 16 : this.dataSize - 8
+  }
+
+  private loadReadIndex(): number | RingCorrupt {
+    const r = Atomics.load(this.control, L.READ_INDEX_WORD)
+    if (badIndex(r, this.dataSize)) {
+      return new RingCorrupt({ reason: "index out of range or misaligned", field: "read_index", value: r })
+    }
+    return r
+  }
+
+  /** Raw free bytes as seen from the uncommitted cursor (a packet needs strictly more). */
+  freeBytes(): number | RingCorrupt {
+    const r = this.loadReadIndex()
+    if (typeof r !== "number") return r
+    return rawFree(this.cursor, r, this.dataSize)
+  }
+
+  /** Bytes written in this batch but not yet committed. */
+  get pendingBytes(): number {
+    return readable(this.cursor, this.committed, this.dataSize)
+  }
+
+  /**
+   * Writes one packet at the batch cursor. Nothing is visible to the reader until `commit`.
+   * Returns undefined on success; `RingFull` (nothing written) when it does not fit now.
+   */
+  write(packet: P.Packet): undefined | RingFull | RingCorrupt | PacketTooLarge | InvalidParameter {
+    const problem = P.validateOutgoing(packet)
+    if (problem !== undefined) return problem
+    return this.writeValidated(packet)
+  }
+
+  /** `write` for packets already known to be valid (the channel validates once per send). */
+  writeValidated(packet: P.Packet): undefined | RingFull | RingCorrupt | PacketTooLarge {
+    const header = P.headerSize(packet)
+    const length = L.align8Safe(header + packet.payload.length)
+    const total = length + L.TRAILER_SIZE
+    if (total > this.maxRingPacketSize) return new PacketTooLarge({ size: total, max: this.maxRingPacketSize })
+    const r = this.loadReadIndex()
+    if (typeof r !== "number") return r
+    const free = rawFree(this.cursor, r, this.dataSize)
+    if (free <= total) return new RingFull({ required: total, available: free })
+    const start = this.cursor
+    const size = this.dataSize
+    let scratch = this.scratch
+    let scratchView = this.scratchView
+    if (header > scratch.length) {
+      scratch = new Uint8Array(header)
+      scratchView = new DataView(scratch.buffer)
+    }
+    P.encodeHeaderInto(packet, scratch, scratchView)
+    let at = copyIn(this.data, size, start, scratch.subarray(0, header))
+    at = copyIn(this.data, size, at, packet.payload)
+    const padding = length - header - packet.payload.length
+    if (padding > 0) at = zeroFill(this.data, size, at, padding)
+    this.trailerView.setUint32(0, 0, true)
+    this.trailerView.setUint32(4, start, true)
+    this.cursor = copyIn(this.data, size, at, this.trailer)
+    return undefined
+  }
+
+  /**
+   * Publishes everything written since the last commit. Returns true when the reader must be
+   * signalled: its mask is clear and the ring was empty at the start of the batch.
+   */
+  commit(): boolean {
+    if (this.cursor === this.committed) return false
+    const old = this.committed
+    // Atomics.store is sequentially consistent: the packet bytes are visible before the index.
+    Atomics.store(this.control, L.WRITE_INDEX_WORD, this.cursor)
+    this.committed = this.cursor
+    if (Atomics.load(this.control, L.INTERRUPT_MASK_WORD) !== 0) return false
+    return Atomics.load(this.control, L.READ_INDEX_WORD) === old
+  }
+
+  /** Drops the packets written since the last commit. */
+  revert(): void {
+    this.cursor = this.committed
+  }
+
+  /**
+   * Asks the reader to signal once enough space frees for a packet of `ringSize` bytes (OpenVMM's
+   * choice: at least a quarter of the ring, multiple of 8, at most D − 8), then re-checks. Returns
+   * true when the packet fits already (the request is then withdrawn) and false when the writer
+   * should wait for a signal.
+   */
+  requestSpace(ringSize: number): boolean | RingCorrupt {
+    const max = this.dataSize - 8
+    const quarter = Math.floor(max / 4)
+    const wanted = Math.min(max, L.align8Safe(Math.max(ringSize, quarter)))
+    Atomics.store(this.control, L.PENDING_SEND_SIZE_WORD, wanted)
+    const free = this.freeBytes()
+    if (typeof free !== "number") return free
+    if (free > ringSize) {
+      Atomics.store(this.control, L.PENDING_SEND_SIZE_WORD, 0)
+      return true
+    }
+    return false
+  }
+
+  /** Withdraws a space request (call before a write that succeeds, to avoid spurious signals). */
+  clearSpaceRequest(): void {
+    if (Atomics.load(this.control, L.PENDING_SEND_SIZE_WORD) !== 0) {
+      Atomics.store(this.control, L.PENDING_SEND_SIZE_WORD, 0)
+    }
+  }
+
+  get writeIndex(): number {
+    return this.committed
+  }
+}
+
+export type ReadResult = P.Packet | undefined | RingCorrupt | BufferTooSmall
+
+export interface IncomingOptions {
+  /** The largest packet (descriptor and header included, trailer excluded) the reader accepts. */
+  readonly maxPacketLength?: number | undefined
+}
+
+/** The reader's side of a ring: a private cursor, batch reads, one commit with its signal decision. */
+export class IncomingRing {
+  readonly dataSize: number
+  readonly maxPacketLength: number
+  private readonly control: Uint32Array
+  private readonly data: Uint8Array
+  private committed: number
+  private cursor: number
+  private readonly descriptor = new Uint8Array(L.DESCRIPTOR_SIZE)
+  private readonly descriptorView = new DataView(this.descriptor.buffer)
+
+  private constructor(r: RingRegion, own: number, options?: IncomingOptions) {
+    this.control = r.control
+    this.data = r.data
+    this.dataSize = r.dataSize
+    this.committed = own
+    this.cursor = own
+    this.maxPacketLength = Math.min(options?.maxPacketLength ?? L.MAX_PACKET_LENGTH, L.MAX_PACKET_LENGTH)
+  }
+
+  static attach(input: RegionInput, options?: IncomingOptions): IncomingRing | InvalidParameter | RingCorrupt {
+    const r = region(input)
+    if (r instanceof InvalidParameter) return r
+    const own = Atomics.load(r.control, L.READ_INDEX_WORD)
+    if (badIndex(own, r.dataSize)) {
+      return new RingCorrupt({ reason: "index out of range or misaligned", field: "read_index", value: own })
+    }
+    return new IncomingRing(r, own, options)
+  }
+
+  private loadWriteIndex(): number | RingCorrupt {
+    const w = Atomics.load(this.control, L.WRITE_INDEX_WORD)
+    if (badIndex(w, this.dataSize)) {
+      return new RingCorrupt({ reason: "index out of range or misaligned", field: "write_index", value: w })
+    }
+    return w
+  }
+
+  /** Bytes readable from the private cursor. */
+  bytesAvailable(): number | RingCorrupt {
+    const w = this.loadWriteIndex()
+    if (typeof w !== "number") return w
+    return readable(w, this.cursor, this.dataSize)
+  }
+
+  /** Reads the next packet and advances the private cursor; undefined when the ring is empty. */
+  read(): ReadResult {
+    return this.next(true)
+  }
+
+  /** Reads the next packet without advancing the cursor. */
+  peek(): ReadResult {
+    return this.next(false)
+  }
+
+  private next(advance: boolean): ReadResult {
+    const w = this.loadWriteIndex()
+    if (typeof w !== "number") return w
+    const at = this.cursor
+    const size = this.dataSize
+    const avail = readable(w, at, size)
+    if (avail === 0) return undefined
+    if (avail < L.DESCRIPTOR_SIZE + L.TRAILER_SIZE) {
+      return new RingCorrupt({ reason: "fewer bytes than a packet while not empty", field: "write_index", offset: at, value: avail })
+    }
+    copyOut(this.data, size, at, this.descriptor, 0, L.DESCRIPTOR_SIZE)
+    const offset = this.descriptorView.getUint16(2, true) * 8
+    const length = this.descriptorView.getUint16(4, true) * 8
+    if (length < L.DESCRIPTOR_SIZE || length + L.TRAILER_SIZE > avail) {
+      return new RingCorrupt({ reason: "packet length outside the available bytes", field: "len8", offset: at, value: length / 8 })
+    }
+    if (offset < L.DESCRIPTOR_SIZE || offset > length) {
+      return new RingCorrupt({ reason: "payload offset outside the packet", field: "offset8", offset: at, value: offset / 8 })
+    }
+    if (length > this.maxPacketLength) {
+      return new BufferTooSmall({ required: length, available: this.maxPacketLength })
+    }
+    // Copy out before parsing, then pin the validated lengths into the private copy (double-fetch defence).
+    const bytes = new Uint8Array(length)
+    copyOut(this.data, size, at, bytes, 0, length)
+    bytes[2] = offset >>> 3
+    bytes[3] = offset >>> 11
+    bytes[4] = length >>> 3
+    bytes[5] = length >>> 11
+    const packet = P.decode(bytes, at)
+    if (packet instanceof RingCorrupt) return packet
+    if (advance) {
+      const next = at + length + L.TRAILER_SIZE
+      this.cursor = next >= size ? next - size : next
+    }
+    return packet
+  }
+
+  /** Bytes consumed since the last commit. */
+  get pendingBytes(): number {
+    return readable(this.cursor, this.committed, this.dataSize)
+  }
+
+  /**
+   * Gives the consumed space back to the writer. Returns true when the writer must be signalled: it
+   * asked for `P` bytes (feature bit set on this ring) and the free space crossed from `<= P` to `> P`.
+   */
+  commit(): boolean {
+    if (this.cursor === this.committed) return false
+    const start = this.committed
+    const next = this.cursor
+    Atomics.store(this.control, L.READ_INDEX_WORD, next)
+    this.committed = next
+    if ((Atomics.load(this.control, L.FEATURE_BITS_WORD) & L.FEATURE_PENDING_SEND_SIZE) === 0) return false
+    const pending = Atomics.load(this.control, L.PENDING_SEND_SIZE_WORD) & ~7
+    if (pending === 0 || pending > this.dataSize - 8) return false
+    const w = Atomics.load(this.control, L.WRITE_INDEX_WORD)
+    // A bad write index gives no signal here; the next read reports the corruption.
+    if (badIndex(w, this.dataSize)) return false
+    const current = rawFree(w, next, this.dataSize)
+    const freed = readable(next, start, this.dataSize)
+    if (current - freed > pending) return false
+    if (current <= pending) return false
+    return true
+  }
+
+  /** Moves the cursor back to the last commit (packets read since then will be read again). */
+  revert(): void {
+    this.cursor = this.committed
+  }
+
+  /** Tells the writer not to signal (the reader is draining or polling). */
+  mask(): void {
+    Atomics.store(this.control, L.INTERRUPT_MASK_WORD, 1)
+  }
+
+  /**
+   * Asks for a signal on the next empty→non-empty transition, then re-checks the ring. Returns true
+   * when data is already there (keep reading instead of sleeping).
+   */
+  unmask(): boolean | RingCorrupt {
+    Atomics.store(this.control, L.INTERRUPT_MASK_WORD, 0)
+    const avail = this.bytesAvailable()
+    if (typeof avail !== "number") return avail
+    return avail > 0
+  }
+
+  get readIndex(): number {
+    return this.committed
+  }
+}
+
+export interface ControlSnapshot {
+  readonly dataSize: number
+  readonly writeIndex: number
+  readonly readIndex: number
+  readonly interruptMask: number
+  readonly pendingSendSize: number
+  readonly featureBits: number
+  readonly bytesToRead: number | undefined
+  readonly bytesFree: number | undefined
+}
+
+/** A diagnostic dump of a ring's control page (DPDK `rte_vmbus_chan_dump`). Never throws. */
+export const inspect = (input: RegionInput): ControlSnapshot | InvalidParameter => {
+  const r = region(input)
+  if (r instanceof InvalidParameter) return r
+  const w = Atomics.load(r.control, L.WRITE_INDEX_WORD)
+  const rd = Atomics.load(r.control, L.READ_INDEX_WORD)
+  const valid = !badIndex(w, r.dataSize) && !badIndex(rd, r.dataSize)
+  return {
+    dataSize: r.dataSize,
+    writeIndex: w,
+    readIndex: rd,
+    interruptMask: Atomics.load(r.control, L.INTERRUPT_MASK_WORD),
+    pendingSendSize: Atomics.load(r.control, L.PENDING_SEND_SIZE_WORD),
+    featureBits: Atomics.load(r.control, L.FEATURE_BITS_WORD),
+    bytesToRead: valid ? readable(w, rd, r.dataSize) : undefined,
+    bytesFree: valid ? rawFree(w, rd, r.dataSize) : undefined
+  }
+}
