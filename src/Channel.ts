@@ -1,0 +1,171 @@
+/**
+ * Channels as scoped resources, with the semantics of Microsoft's VMBus Kernel Mode Client Library:
+ * `open` (`VmbChannelEnable`; closing the scope is `VmbChannelDisable`), `send` (`VmbPacketSend`),
+ * `request` (`WAIT_FOR_COMPLETION` / `VmbChannelSendSynchronousRequest`), incoming packets as scoped
+ * resources completed exactly once (`EvtVmbChannelProcessPacket` / `VmbChannelPacketComplete`), the
+ * transaction quota, pause and start. Runs on whatever `Transport` the environment provides.
+ *
+ * @since 0.1.0
+ */
+import type * as Effect from "effect/Effect"
+import type * as Either from "effect/Either"
+import type * as Scope from "effect/Scope"
+import * as internal from "./internal/channel.js"
+import type * as Transport from "./Transport.js"
+import type {
+  ChannelClosed,
+  InvalidParameter,
+  OpenRejected,
+  OpenTimeout,
+  RingCorrupt,
+  TransportError,
+  Unsupported
+} from "./VmbusError.js"
+
+/**
+ * The channel configuration, validated with Schema. A union on `role`:
+ * - `client` (guest, VSC): `interfaceType`, optional `interfaceInstance` (any instance if omitted),
+ *   `outgoingRingPages` / `incomingRingPages` (control page included; default 16 each);
+ * - `server` (host, VSP): `interfaceType` and `interfaceInstance` to offer; ring sizes come from the client.
+ *
+ * Common fields and defaults: `maxPacketSize` 4096 (largest payload; sizes the copy-out buffer and must
+ * fit the rings), `transactionQuota` 64 (incoming packets delivered and not completed),
+ * `maxOutstandingTransactions` 1024, `maxExternalPages` 1024, `drainTimeoutMillis` 5000,
+ * `openTimeoutMillis` 10000, `failureCompletion` (payload of automatic failure completions, default
+ * empty), `strictCompletions` false (an unknown completion ends the channel when true),
+ * `readBatchLimit` 128 (packets per wake-up), `name` (metric label).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const ChannelConfig = internal.ChannelConfig
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type ChannelConfig = internal.ChannelConfig
+
+/**
+ * The configuration as the caller writes it (optional fields may be omitted).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ChannelConfigInput = internal.ChannelConfigInput
+
+/**
+ * `Opening` → `Active` ⇄ `Paused` → `Closing` → `Closed`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ChannelState = internal.ChannelState
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type ChannelStats = internal.ChannelStats
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type ChannelEvent = internal.ChannelEvent
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type SendOptions = internal.SendOptions
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type RequestOptions = internal.RequestOptions
+
+/**
+ * @since 0.1.0
+ * @category errors
+ */
+export type SendError = internal.SendError
+
+/**
+ * @since 0.1.0
+ * @category errors
+ */
+export type RequestError = internal.RequestError
+
+/**
+ * @since 0.1.0
+ * @category errors
+ */
+export type ReceiveError = internal.ReceiveError
+
+/**
+ * The restricted capability `onStarted` receives: sending without waiting only (KMCL: no waiting for
+ * completions in `EvtChannelStarted`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Sender = internal.Sender
+
+/**
+ * An open channel: one open period, ended by closing its scope, a peer close, a rescind or a corrupt
+ * ring.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type OpenedChannel = internal.OpenedChannel
+
+/**
+ * Lifecycle hooks, run in KMCL order: `onOpened` → `onStarted` → (incoming queue starts) →
+ * `onPostStarted` … `onSuspend` → `onClosed`. A failure of the first three rolls the open back.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Hooks<E = never> = internal.Hooks<E>
+
+/**
+ * Every error opening a channel may fail with.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type OpenError =
+  | InvalidParameter
+  | OpenRejected
+  | OpenTimeout
+  | Unsupported
+  | TransportError
+  | ChannelClosed
+  | RingCorrupt
+
+/**
+ * Opens a channel as a scoped resource. A client waits for a matching offer and opens it; a server
+ * offers and waits for a client. Both wait at most `openTimeoutMillis` (`OpenTimeout`). Closing the
+ * scope runs Suspend, waits for outstanding incoming packets (at most `drainTimeoutMillis`, then
+ * completes them with the failure payload), fails pending requests with `ChannelClosed`, and closes
+ * (client) or rescinds (server).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const open: <E = never>(
+  config: ChannelConfigInput,
+  hooks?: Hooks<E>
+) => Effect.Effect<OpenedChannel, OpenError | E, Scope.Scope | Transport.Transport> = internal.open
+
+/**
+ * Validates a configuration without opening anything.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const decodeConfig: (config: ChannelConfigInput) => Either.Either<ChannelConfig, InvalidParameter> =
+  internal.decodeConfig

@@ -1,0 +1,71 @@
+/**
+ * An incoming packet: the receive-side handle KMCL passes to `EvtVmbChannelProcessPacket`. Obtained as
+ * a scoped resource from a channel (`take`, `packets`, `serve`); it must end with exactly one terminal
+ * action — `complete` or `fail` — and if its scope closes without one, it is completed automatically
+ * with the channel's failure payload, so the sender is never left hanging.
+ *
+ * @since 0.1.0
+ */
+import type * as Effect from "effect/Effect"
+import type * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
+import type * as Packet from "./Packet.js"
+import type { ChannelClosed, PacketAlreadyCompleted, PacketTooLarge } from "./VmbusError.js"
+
+/**
+ * @since 0.1.0
+ * @category symbols
+ */
+export const TypeId: unique symbol = Symbol.for("effect-vmbus/IncomingPacket")
+
+/**
+ * @since 0.1.0
+ * @category symbols
+ */
+export type TypeId = typeof TypeId
+
+/**
+ * `pending` until a terminal action: `completed` by the receiver, `autoCompleted` with the failure
+ * payload (handler failed, died, was interrupted, or the scope closed first; or forced at close),
+ * `failed` by `fail` (KMCL `VmbChannelPacketFail`: no completion; the queue stops).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Disposition = "pending" | "completed" | "autoCompleted" | "failed"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface IncomingPacket {
+  readonly [TypeId]: TypeId
+  /** The decoded packet (a private copy, taken out of the ring before parsing). */
+  readonly packet: Packet.InBandPacket | Packet.TransferPagesPacket | Packet.GpaDirectPacket
+  readonly kind: "InBand" | "TransferPages" | "GpaDirect"
+  /** The payload, zero padding included (the wire has no exact length; protocols carry their own). */
+  readonly payload: Uint8Array
+  /** `Some(id)` only when the sender asked for a completion. */
+  readonly transactionId: Option.Option<bigint>
+  readonly completionRequested: boolean
+  /**
+   * Ends processing. A completion packet carrying `payload` is sent only if the sender asked for one
+   * (exactly what `VmbChannelPacketComplete` does). A second terminal action is `PacketAlreadyCompleted`.
+   */
+  readonly complete: (
+    payload?: Uint8Array
+  ) => Effect.Effect<void, PacketAlreadyCompleted | ChannelClosed | PacketTooLarge>
+  /**
+   * Fails the packet as unrecoverable (`VmbChannelPacketFail`): no completion is sent, the packet
+   * stops counting against the quota, and the channel's incoming queue ends with `MalformedPacket`.
+   */
+  readonly fail: (reason: string) => Effect.Effect<void, PacketAlreadyCompleted>
+  /** The current disposition. */
+  readonly disposition: Effect.Effect<Disposition>
+}
+
+/**
+ * @since 0.1.0
+ * @category refinements
+ */
+export const isIncomingPacket = (u: unknown): u is IncomingPacket => Predicate.hasProperty(u, TypeId)

@@ -1,0 +1,146 @@
+/**
+ * The `Transport` service: everything a channel needs from below — the two rings of an open channel, a
+ * doorbell to signal the other endpoint, a callback for its signals, and the channel's lifecycle events
+ * from the other side (closed, rescinded). Channel code never knows which transport it runs on; a Layer
+ * chooses (`InMemoryTransport.layer`, later shared-memory and uio).
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import type * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import type {
+  ChannelClosed,
+  CloseReason,
+  InvalidParameter,
+  OpenRejected,
+  OpenTimeout,
+  TransportError,
+  Unsupported
+} from "./VmbusError.js"
+
+/**
+ * What a transport can do. A channel configuration asking for more fails with `Unsupported`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Capabilities {
+  /** The client chooses its ring sizes (false under uio: the kernel picks them). */
+  readonly ringGeometry: boolean
+  /** Channels can be offered (host / VSP role). */
+  readonly serverRole: boolean
+  /** GPADLs can be created and mapped. */
+  readonly gpadl: boolean
+}
+
+/**
+ * Identifies a channel offer: its interface type (device class) and instance GUIDs, lowercase.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface OfferIdentity {
+  readonly interfaceType: string
+  readonly interfaceInstance: string
+  /** 0 for a primary channel. */
+  readonly subChannelIndex?: number | undefined
+}
+
+/**
+ * What the client asks for when it opens a channel.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface OpenRequest {
+  readonly interfaceType: string
+  /** Omit to open any instance of the type. */
+  readonly interfaceInstance?: string | undefined
+  /** Pages of the guest→host ring, control page included. */
+  readonly outgoingRingPages: number
+  /** Pages of the host→guest ring, control page included. */
+  readonly incomingRingPages: number
+  /** Bytes of OPENCHANNEL user data (at most 120). */
+  readonly userData?: Uint8Array | undefined
+}
+
+/**
+ * One side of an open channel, as a transport hands it to the channel layer.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Endpoint {
+  readonly role: "client" | "server"
+  readonly identity: OfferIdentity
+  /** The relative channel id the host assigned. */
+  readonly childRelid: number
+  /** The ring this endpoint writes (control page + data). */
+  readonly outgoing: Uint8Array
+  /** The ring this endpoint reads. */
+  readonly incoming: Uint8Array
+  /** Rings the other endpoint's doorbell. Synchronous; call only after a ring said "signal". */
+  readonly signal: () => void
+  /**
+   * Installs the callback run on each signal from the other endpoint. A signal that arrived before
+   * the callback was installed is delivered at installation, so no wake-up is lost.
+   */
+  readonly onSignal: (callback: () => void) => void
+  /** Installs the callback run once when the other side closes or rescinds the channel. */
+  readonly onPeerClose: (callback: (reason: CloseReason) => void) => void
+  /** Per-endpoint counters the transport aggregates for diagnostics and leak checks. */
+  readonly counters: EndpointCounters
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface EndpointCounters {
+  signalsSent: number
+  signalsReceived: number
+  /** Kept up to date by the channel: requests sent and not yet completed. */
+  outstandingTransactions: number
+  /** Kept up to date by the channel: packets delivered and not yet completed. */
+  outstandingPackets: number
+}
+
+/**
+ * The server side of an offer: it waits for a client to open the channel.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Offer {
+  readonly identity: OfferIdentity
+  readonly childRelid: number
+  /** Waits until a client opens the channel and returns the server's endpoint. */
+  readonly accept: Effect.Effect<Endpoint, ChannelClosed>
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface TransportShape {
+  readonly name: string
+  readonly capabilities: Capabilities
+  /** Offers a channel (server role). Closing the scope rescinds the offer and closes any open channel. */
+  readonly offer: (
+    identity: OfferIdentity
+  ) => Effect.Effect<Offer, Unsupported | InvalidParameter | TransportError, Scope.Scope>
+  /**
+   * Opens an offered channel (client role): waits for a matching offer, donates the rings, sends the
+   * open request and waits for the result. Closing the scope closes the channel.
+   */
+  readonly open: (
+    request: OpenRequest
+  ) => Effect.Effect<Endpoint, OpenRejected | OpenTimeout | Unsupported | InvalidParameter | TransportError, Scope.Scope>
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export class Transport extends Context.Tag("effect-vmbus/Transport")<Transport, TransportShape>() {}

@@ -1,0 +1,1035 @@
+// The KMCL model over a transport endpoint: lifecycle, transactions, exactly-once completion, quota,
+// flow control. Ring work is synchronous and batched; Effect wraps whole packets or batches.
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as FiberId from "effect/FiberId"
+import * as Metric from "effect/Metric"
+import * as MetricLabel from "effect/MetricLabel"
+import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as PubSub from "effect/PubSub"
+import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import * as SubscriptionRef from "effect/SubscriptionRef"
+import type * as IncomingPacketNs from "../IncomingPacket.js"
+import { TypeId as IncomingPacketTypeId } from "../IncomingPacket.js"
+import type * as PacketNs from "../Packet.js"
+import * as Ring from "../Ring.js"
+import * as Transport from "../Transport.js"
+import {
+  Cancelled,
+  ChannelClosed,
+  type CloseReason,
+  InvalidParameter,
+  InvalidState,
+  MalformedPacket,
+  OpenTimeout,
+  PacketAlreadyCompleted,
+  PacketTooLarge,
+  RingCorrupt,
+  RingFull,
+  TooManyTransactions
+} from "../VmbusError.js"
+import * as L from "./layout.js"
+import { Doorbell, Notifier } from "./notifier.js"
+import * as P from "./packet.js"
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------------------
+
+const Guid = Schema.String.pipe(
+  Schema.pattern(/^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/, {
+    message: () => "must be a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"
+  })
+)
+const PositiveInt = Schema.Int.pipe(Schema.positive())
+const RingPages = Schema.Int.pipe(Schema.between(2, 0x10_0000, { message: () => "a ring needs 2..2^20 pages" }))
+
+const common = {
+  interfaceType: Guid,
+  maxPacketSize: Schema.optionalWith(PositiveInt.pipe(Schema.lessThanOrEqualTo(L.MAX_PACKET_LENGTH - 16)), {
+    default: () => 4096
+  }),
+  transactionQuota: Schema.optionalWith(PositiveInt, { default: () => 64 }),
+  maxOutstandingTransactions: Schema.optionalWith(PositiveInt, { default: () => 1024 }),
+  maxExternalPages: Schema.optionalWith(PositiveInt.pipe(Schema.lessThanOrEqualTo(0xfffff)), { default: () => 1024 }),
+  drainTimeoutMillis: Schema.optionalWith(Schema.NonNegative, { default: () => 5000 }),
+  openTimeoutMillis: Schema.optionalWith(Schema.NonNegative, { default: () => 10_000 }),
+  failureCompletion: Schema.optionalWith(Schema.Uint8ArrayFromSelf, { default: () => new Uint8Array(0) }),
+  strictCompletions: Schema.optionalWith(Schema.Boolean, { default: () => false }),
+  readBatchLimit: Schema.optionalWith(PositiveInt, { default: () => 128 }),
+  name: Schema.optional(Schema.String)
+}
+
+export const ClientConfig = Schema.Struct({
+  role: Schema.Literal("client"),
+  interfaceInstance: Schema.optional(Guid),
+  outgoingRingPages: Schema.optionalWith(RingPages, { default: () => 16 }),
+  incomingRingPages: Schema.optionalWith(RingPages, { default: () => 16 }),
+  ...common
+})
+
+export const ServerConfig = Schema.Struct({
+  role: Schema.Literal("server"),
+  interfaceInstance: Guid,
+  ...common
+})
+
+export const ChannelConfig = Schema.Union(ClientConfig, ServerConfig)
+export type ChannelConfig = typeof ChannelConfig.Type
+export type ChannelConfigInput = typeof ChannelConfig.Encoded
+
+export const decodeConfig = (input: ChannelConfigInput): Either.Either<ChannelConfig, InvalidParameter> => {
+  const result = Schema.decodeUnknownEither(ChannelConfig)(input, { errors: "first", onExcessProperty: "error" })
+  if (Either.isRight(result)) return Either.right(result.right)
+  const issues = ParseResult.ArrayFormatter.formatErrorSync(result.left)
+  // A union reports one issue per branch: prefer the branch of the role actually given.
+  const first = issues.find((issue) => issue.path.length > 0 && issue.path[0] !== "role") ?? issues[0]
+  const field = first === undefined || first.path.length === 0 ? "config" : first.path.join(".")
+  return Either.left(new InvalidParameter({ field, reason: first?.message ?? "invalid configuration", value: undefined }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Public shapes
+// ---------------------------------------------------------------------------------------------
+
+export type ChannelState = "Opening" | "Active" | "Paused" | "Closing" | "Closed"
+
+export interface ChannelStats {
+  readonly packetsSent: number
+  readonly bytesSent: number
+  readonly packetsReceived: number
+  readonly bytesReceived: number
+  readonly completionsSent: number
+  readonly completionsReceived: number
+  readonly autoCompleted: number
+  readonly requestsOutstanding: number
+  readonly packetsOutstanding: number
+  readonly signalsSent: number
+  readonly signalsReceived: number
+  readonly ringFullWaits: number
+  readonly unknownCompletions: number
+  readonly handlerFailures: number
+}
+
+export interface SendOptions {
+  /** `"wait"` (default) suspends until the ring has room; `"fail"` fails with `RingFull` at once. */
+  readonly ifFull?: "wait" | "fail" | undefined
+}
+
+export interface RequestOptions extends SendOptions {
+  /** Stop waiting after this long with `Cancelled`; the transaction stays reserved until it completes. */
+  readonly timeout?: Duration.DurationInput | undefined
+  /** External data as GPA ranges (a GPA-direct packet). */
+  readonly ranges?: ReadonlyArray<PacketNs.GpaRange> | undefined
+  /** Run once the transaction is settled (completion arrived or the open period ended). */
+  readonly onSettled?: (() => void) | undefined
+}
+
+export type SendError = ChannelClosed | InvalidState | PacketTooLarge | RingFull | RingCorrupt | InvalidParameter
+export type RequestError = SendError | Cancelled | TooManyTransactions
+export type ReceiveError = ChannelClosed | RingCorrupt | MalformedPacket
+
+/** A reported, non-fatal problem on a channel (unknown completion, …) or the fatal one that ended it. */
+export interface ChannelEvent {
+  readonly _tag: "UnknownCompletion" | "DuplicateCompletion" | "RingCorrupt" | "PacketFailed" | "HandlerFailed"
+  readonly error: MalformedPacket | RingCorrupt
+}
+
+export interface Sender {
+  readonly send: (payload: Uint8Array, options?: SendOptions) => Effect.Effect<void, SendError>
+}
+
+export interface OpenedChannel extends Sender {
+  readonly role: "client" | "server"
+  readonly identity: Transport.OfferIdentity
+  readonly childRelid: number
+  readonly config: ChannelConfig
+  readonly state: Effect.Effect<ChannelState>
+  readonly stateChanges: Stream.Stream<ChannelState>
+  /** Waits until the open period ends and returns why. */
+  readonly closed: Effect.Effect<CloseReason>
+  readonly sendBatch: (payloads: ReadonlyArray<Uint8Array>, options?: SendOptions) => Effect.Effect<void, SendError>
+  readonly sendPacket: (packet: PacketNs.Packet, options?: SendOptions) => Effect.Effect<void, SendError>
+  readonly request: (payload: Uint8Array, options?: RequestOptions) => Effect.Effect<Uint8Array, RequestError>
+  readonly take: Effect.Effect<IncomingPacketNs.IncomingPacket, ReceiveError, Scope.Scope>
+  readonly packets: Stream.Stream<IncomingPacketNs.IncomingPacket, ReceiveError>
+  readonly serve: <E, R>(
+    handler: (packet: IncomingPacketNs.IncomingPacket) => Effect.Effect<Uint8Array | void, E, R | Scope.Scope>
+  ) => Effect.Effect<void, ReceiveError, Exclude<R, Scope.Scope>>
+  readonly pause: Effect.Effect<void, InvalidState>
+  readonly start: Effect.Effect<void, InvalidState>
+  readonly setTransactionQuota: (quota: number) => Effect.Effect<void, InvalidParameter>
+  readonly stats: Effect.Effect<ChannelStats>
+  readonly events: Stream.Stream<ChannelEvent>
+}
+
+export interface Hooks<E = never> {
+  readonly onOpened?: ((channel: { readonly childRelid: number; readonly identity: Transport.OfferIdentity }) => Effect.Effect<void, E>) | undefined
+  readonly onStarted?: ((sender: Sender) => Effect.Effect<void, E>) | undefined
+  readonly onPostStarted?: ((channel: OpenedChannel) => Effect.Effect<void, E>) | undefined
+  readonly onSuspend?: Effect.Effect<void> | undefined
+  readonly onClosed?: ((reason: CloseReason) => Effect.Effect<void>) | undefined
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics (Effect metrics, tagged per channel; flushed per receive batch and at close)
+// ---------------------------------------------------------------------------------------------
+
+const metricPacketsSent = Metric.counter("vmbus_packets_sent", { incremental: true })
+const metricBytesSent = Metric.counter("vmbus_bytes_sent", { incremental: true })
+const metricPacketsReceived = Metric.counter("vmbus_packets_received", { incremental: true })
+const metricBytesReceived = Metric.counter("vmbus_bytes_received", { incremental: true })
+const metricCompletions = Metric.counter("vmbus_completions_sent", { incremental: true })
+const metricSignalsSent = Metric.counter("vmbus_signals_sent", { incremental: true })
+const metricSignalsReceived = Metric.counter("vmbus_signals_received", { incremental: true })
+const metricRingFullWaits = Metric.counter("vmbus_ring_full_waits", { incremental: true })
+const metricRequestsOutstanding = Metric.gauge("vmbus_requests_outstanding")
+
+// ---------------------------------------------------------------------------------------------
+// Implementation
+// ---------------------------------------------------------------------------------------------
+
+interface Transaction {
+  readonly deferred: Deferred.Deferred<Uint8Array, ChannelClosed>
+  readonly onSettled: (() => void) | undefined
+}
+
+type Terminal = ChannelClosed | RingCorrupt | MalformedPacket
+
+class Counters {
+  packetsSent = 0
+  bytesSent = 0
+  packetsReceived = 0
+  bytesReceived = 0
+  completionsSent = 0
+  completionsReceived = 0
+  autoCompleted = 0
+  signalsSent = 0
+  signalsReceived = 0
+  ringFullWaits = 0
+  unknownCompletions = 0
+  handlerFailures = 0
+}
+
+const EMPTY = new Uint8Array(0)
+
+class PacketHandle implements IncomingPacketNs.IncomingPacket {
+  readonly [IncomingPacketTypeId]: IncomingPacketNs.TypeId = IncomingPacketTypeId
+  state: IncomingPacketNs.Disposition = "pending"
+  readonly kind: "InBand" | "TransferPages" | "GpaDirect"
+  readonly payload: Uint8Array
+  readonly transactionId: Option.Option<bigint>
+  readonly completionRequested: boolean
+
+  constructor(
+    readonly channel: ChannelImpl,
+    readonly packet: PacketNs.InBandPacket | PacketNs.TransferPagesPacket | PacketNs.GpaDirectPacket
+  ) {
+    this.kind = packet._tag
+    this.payload = packet.payload
+    this.completionRequested = packet.completionRequested
+    this.transactionId = packet.completionRequested ? Option.some(packet.transactionId) : Option.none()
+  }
+
+  readonly complete = (payload?: Uint8Array) => this.channel.completePacket(this, payload ?? EMPTY, "completed")
+
+  readonly fail = (reason: string) => this.channel.failPacket(this, reason)
+
+  readonly disposition = Effect.sync(() => this.state)
+}
+
+export class ChannelImpl implements OpenedChannel {
+  readonly role: "client" | "server"
+  readonly identity: Transport.OfferIdentity
+  readonly childRelid: number
+  private readonly out: Ring.OutgoingRing
+  private readonly in: Ring.IncomingRing
+  private readonly counters = new Counters()
+  private flushed = new Counters()
+  private readonly tags: ReadonlyArray<readonly [string, string]>
+
+  // lifecycle
+  private current: ChannelState = "Opening"
+  private delivering = false
+  private terminal: Terminal | undefined = undefined
+  private closeReason: CloseReason | undefined = undefined
+  private readonly closedDeferred: Deferred.Deferred<CloseReason>
+  private readonly stateRef: SubscriptionRef.SubscriptionRef<ChannelState>
+
+  // receive side
+  private readonly wake = new Doorbell()
+  private readonly queue: Array<PacketHandle> = []
+  /** Delivered packets not yet released (pending, or completing). */
+  private readonly live = new Set<PacketHandle>()
+  private readonly queueChanged = new Notifier()
+  private outstanding = 0
+  private readonly outstandingChanged = new Notifier()
+  private quota: number
+  private readonly handlerFibers = new Set<Fiber.RuntimeFiber<unknown, unknown>>()
+  private readonly eventHub: PubSub.PubSub<ChannelEvent>
+
+  // send side
+  private readonly spaceChanged = new Notifier()
+  private waitingWriters = 0
+  private readonly writerLock: Effect.Semaphore
+  private nextTransactionId = 1n
+  private readonly transactions = new Map<bigint, Transaction>()
+
+  constructor(
+    readonly config: ChannelConfig,
+    private readonly endpoint: Transport.Endpoint,
+    private readonly hooks: Hooks<unknown>,
+    closedDeferred: Deferred.Deferred<CloseReason>,
+    stateRef: SubscriptionRef.SubscriptionRef<ChannelState>,
+    eventHub: PubSub.PubSub<ChannelEvent>,
+    writerLock: Effect.Semaphore,
+    out: Ring.OutgoingRing,
+    incoming: Ring.IncomingRing
+  ) {
+    this.role = endpoint.role
+    this.identity = endpoint.identity
+    this.childRelid = endpoint.childRelid
+    this.closedDeferred = closedDeferred
+    this.stateRef = stateRef
+    this.eventHub = eventHub
+    this.writerLock = writerLock
+    this.out = out
+    this.in = incoming
+    this.quota = config.transactionQuota
+    this.tags = [
+      ["channel", config.name ?? `${endpoint.identity.interfaceInstance}/${endpoint.childRelid}`],
+      ["role", endpoint.role]
+    ]
+  }
+
+  // ----- state -------------------------------------------------------------------------------
+
+  readonly state: Effect.Effect<ChannelState> = Effect.sync(() => this.current)
+
+  get stateChanges(): Stream.Stream<ChannelState> {
+    return this.stateRef.changes
+  }
+
+  readonly closed: Effect.Effect<CloseReason> = Effect.suspend(() => Deferred.await(this.closedDeferred))
+
+  private setState(state: ChannelState): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      this.current = state
+      return SubscriptionRef.set(this.stateRef, state)
+    })
+  }
+
+  get events(): Stream.Stream<ChannelEvent> {
+    return Stream.unwrapScoped(Effect.map(PubSub.subscribe(this.eventHub), (queue) => Stream.fromQueue(queue)))
+  }
+
+  private report(event: ChannelEvent): void {
+    this.eventHub.unsafeOffer(event)
+  }
+
+  // ----- signalling --------------------------------------------------------------------------
+
+  private signalPeer(): void {
+    this.counters.signalsSent++
+    this.endpoint.signal()
+  }
+
+  /** Runs on every signal from the peer: new data, or space freed in our outgoing ring. */
+  readonly onPeerSignal = (): void => {
+    this.counters.signalsReceived++
+    this.spaceChanged.notifyAll()
+    this.wake.ring()
+  }
+
+  /** The peer closed or rescinded the channel, or our ring reader found corruption. */
+  endOpenPeriod(reason: CloseReason, error: Terminal): void {
+    if (this.closeReason !== undefined) return
+    this.closeReason = reason
+    this.terminal = error
+    this.delivering = false
+    Deferred.unsafeDone(this.closedDeferred, Exit.succeed(reason))
+    // Pending requests end now (C1); their pinned buffers are released after the failure is delivered.
+    const failure = new ChannelClosed({ reason })
+    const pending = Array.from(this.transactions.values())
+    this.transactions.clear()
+    this.endpoint.counters.outstandingTransactions = 0
+    for (const transaction of pending) {
+      Deferred.unsafeDone(transaction.deferred, Exit.fail(failure))
+      transaction.onSettled?.()
+    }
+    this.spaceChanged.notifyAll()
+    this.queueChanged.notifyAll()
+    this.outstandingChanged.notifyAll()
+    this.wake.ring()
+  }
+
+  private get writable(): boolean {
+    return this.closeReason === undefined
+  }
+
+  // ----- writing -----------------------------------------------------------------------------
+
+  private writeNow(packet: P.Packet): undefined | RingFull | RingCorrupt | PacketTooLarge {
+    const result = this.out.writeValidated(packet)
+    if (result !== undefined) return result
+    this.counters.packetsSent++
+    this.counters.bytesSent += packet.payload.length
+    if (this.out.commit()) this.signalPeer()
+    return undefined
+  }
+
+  private failCorrupt(error: RingCorrupt): void {
+    this.report({ _tag: "RingCorrupt", error })
+    this.endOpenPeriod("Corrupt", error)
+  }
+
+  /**
+   * Writes one packet, waiting (FIFO) for space with the pending-send-size protocol when the ring is
+   * full. `written` is set synchronously the moment the packet is in the ring, so a caller interrupted
+   * afterwards can tell.
+   */
+  writePacket(
+    packet: P.Packet,
+    ifFull: "wait" | "fail",
+    written?: { done: boolean }
+  ): Effect.Effect<void, ChannelClosed | RingFull | RingCorrupt | PacketTooLarge> {
+    return Effect.suspend((): Effect.Effect<void, ChannelClosed | RingFull | RingCorrupt | PacketTooLarge> => {
+      if (!this.writable) return Effect.fail(new ChannelClosed({ reason: this.closeReason! }))
+      if (this.waitingWriters === 0) {
+        const result = this.writeNow(packet)
+        if (result === undefined) {
+          if (written) written.done = true
+          return Effect.void
+        }
+        if (result._tag === "RingCorrupt") {
+          this.failCorrupt(result)
+          return Effect.fail(result)
+        }
+        if (result._tag === "PacketTooLarge" || ifFull === "fail") return Effect.fail(result)
+      } else if (ifFull === "fail") {
+        const free = this.out.freeBytes()
+        return Effect.fail(new RingFull({ required: P.ringSize(packet), available: typeof free === "number" ? free : 0 }))
+      }
+      // Slow path: copy the payload now, the caller may reuse its buffer while we wait.
+      const owned = { ...packet, payload: packet.payload.slice() } as P.Packet
+      return this.slowWrite(owned, written)
+    })
+  }
+
+  private slowWrite(
+    packet: P.Packet,
+    written: { done: boolean } | undefined
+  ): Effect.Effect<void, ChannelClosed | RingCorrupt | PacketTooLarge> {
+    const size = P.ringSize(packet)
+    const attempt: Effect.Effect<void, ChannelClosed | RingCorrupt | PacketTooLarge> = Effect.suspend(() => {
+      if (!this.writable) return Effect.fail(new ChannelClosed({ reason: this.closeReason! }))
+      this.out.clearSpaceRequest()
+      const result = this.writeNow(packet)
+      if (result === undefined) {
+        if (written) written.done = true
+        return Effect.void
+      }
+      if (result._tag === "RingCorrupt") {
+        this.failCorrupt(result)
+        return Effect.fail(result)
+      }
+      if (result._tag === "PacketTooLarge") return Effect.fail(result)
+      const seen = this.spaceChanged.current
+      const fits = this.out.requestSpace(size)
+      if (typeof fits !== "boolean") {
+        this.failCorrupt(fits)
+        return Effect.fail(fits)
+      }
+      if (fits) return attempt
+      this.counters.ringFullWaits++
+      return Effect.zipRight(this.spaceChanged.waitAfter(seen), attempt)
+    })
+    return Effect.acquireUseRelease(
+      Effect.sync(() => {
+        this.waitingWriters++
+      }),
+      () => this.writerLock.withPermits(1)(attempt),
+      () =>
+        Effect.sync(() => {
+          this.waitingWriters--
+          if (this.waitingWriters === 0) this.out.clearSpaceRequest()
+        })
+    )
+  }
+
+  private checkSendable(operation: string): InvalidState | ChannelClosed | undefined {
+    if (this.closeReason !== undefined) return new ChannelClosed({ reason: this.closeReason })
+    if (this.current === "Active" || this.current === "Opening") return undefined
+    if (this.current === "Closing" || this.current === "Closed") return new ChannelClosed({ reason: "LocalClose" })
+    return new InvalidState({ operation, expected: "Active", actual: this.current })
+  }
+
+  private checkPayload(length: number): PacketTooLarge | undefined {
+    return length > this.config.maxPacketSize ? new PacketTooLarge({ size: length, max: this.config.maxPacketSize }) : undefined
+  }
+
+  readonly send = (payload: Uint8Array, options?: SendOptions): Effect.Effect<void, SendError> =>
+    Effect.suspend((): Effect.Effect<void, SendError> => {
+      const problem = this.checkSendable("send") ?? this.checkPayload(payload.length)
+      if (problem !== undefined) return Effect.fail(problem)
+      const packet: P.InBandPacket = { _tag: "InBand", transactionId: 0n, completionRequested: false, payload }
+      return this.writePacket(packet, options?.ifFull ?? "wait")
+    })
+
+  readonly sendPacket = (packet: PacketNs.Packet, options?: SendOptions): Effect.Effect<void, SendError> =>
+    Effect.suspend((): Effect.Effect<void, SendError> => {
+      const problem = this.checkSendable("sendPacket") ?? this.checkPayload(packet.payload.length) ??
+        P.validateOutgoing(packet)
+      if (problem !== undefined) return Effect.fail(problem)
+      return this.writePacket(packet, options?.ifFull ?? "wait")
+    })
+
+  /** Writes several in-band packets with one publish and at most one signal, as ring space allows. */
+  readonly sendBatch = (payloads: ReadonlyArray<Uint8Array>, options?: SendOptions): Effect.Effect<void, SendError> =>
+    Effect.suspend(() => {
+      const problem = this.checkSendable("sendBatch")
+      if (problem !== undefined) return Effect.fail(problem)
+      for (const payload of payloads) {
+        const tooLarge = this.checkPayload(payload.length)
+        if (tooLarge !== undefined) return Effect.fail(tooLarge)
+      }
+      let index = 0
+      if (this.waitingWriters === 0) {
+        for (; index < payloads.length; index++) {
+          const result = this.out.writeValidated({
+            _tag: "InBand",
+            transactionId: 0n,
+            completionRequested: false,
+            payload: payloads[index]!
+          })
+          if (result !== undefined) {
+            if (result._tag === "RingCorrupt") {
+              this.out.revert()
+              this.failCorrupt(result)
+              return Effect.fail(result)
+            }
+            break
+          }
+          this.counters.packetsSent++
+          this.counters.bytesSent += payloads[index]!.length
+        }
+        if (this.out.commit()) this.signalPeer()
+      }
+      if (index === payloads.length) return Effect.void
+      const rest = payloads.slice(index)
+      return Effect.forEach(rest, (payload) => this.send(payload, options), { discard: true })
+    })
+
+  readonly request = (payload: Uint8Array, options?: RequestOptions): Effect.Effect<Uint8Array, RequestError> => {
+    const run = Effect.uninterruptibleMask((restore) =>
+      Effect.suspend((): Effect.Effect<Uint8Array, RequestError> => {
+        const problem = this.checkSendable("request") ?? this.checkPayload(payload.length)
+        if (problem !== undefined) return Effect.fail(problem)
+        if (this.transactions.size >= this.config.maxOutstandingTransactions) {
+          return Effect.fail(new TooManyTransactions({ limit: this.config.maxOutstandingTransactions }))
+        }
+        const transactionId = this.nextTransactionId++
+        const packet: P.Packet = options?.ranges === undefined
+          ? { _tag: "InBand", transactionId, completionRequested: true, payload }
+          : { _tag: "GpaDirect", transactionId, completionRequested: true, ranges: options.ranges, payload }
+        if (packet._tag === "GpaDirect") {
+          const invalid = P.validateOutgoing(packet)
+          if (invalid !== undefined) return Effect.fail(invalid)
+        }
+        const deferred = Deferred.unsafeMake<Uint8Array, ChannelClosed>(FiberId.none)
+        this.transactions.set(transactionId, { deferred, onSettled: options?.onSettled })
+        this.endpoint.counters.outstandingTransactions = this.transactions.size
+        const written = { done: false }
+        return Effect.onExit(restore(this.writePacket(packet, options?.ifFull ?? "wait", written)), (exit) =>
+          Effect.sync(() => {
+            // Not in the ring: nothing will complete it, so free the id (and its pinned buffers) now.
+            if (Exit.isFailure(exit) && !written.done && this.transactions.get(transactionId)?.deferred === deferred) {
+              this.transactions.delete(transactionId)
+              this.endpoint.counters.outstandingTransactions = this.transactions.size
+              options?.onSettled?.()
+            }
+          })).pipe(
+            // Interruption of this wait stops only the wait: the id stays reserved until it completes (C8).
+            Effect.zipRight(restore(Deferred.await(deferred)))
+          )
+      })
+    )
+    const timed = options?.timeout === undefined
+      ? run
+      : Effect.timeoutFail(run, {
+        duration: options.timeout,
+        onTimeout: () => new Cancelled({ reason: `no completion within ${Duration.format(Duration.decode(options.timeout!))}` })
+      })
+    return Effect.withSpan(timed, "vmbus.channel.request", { attributes: { channel: this.childRelid } })
+  }
+
+  // ----- receiving ---------------------------------------------------------------------------
+
+  private handleCompletion(packet: PacketNs.CompletionPacket): void {
+    this.counters.completionsReceived++
+    const id = packet.transactionId
+    const transaction = id === 0n ? undefined : this.transactions.get(id)
+    if (transaction === undefined) {
+      this.counters.unknownCompletions++
+      const duplicate = id !== 0n && id < this.nextTransactionId
+      const error = new MalformedPacket({
+        reason: duplicate
+          ? "completion for a transaction already completed or abandoned"
+          : "completion for a transaction id never issued",
+        field: "trans_id",
+        value: id
+      })
+      this.report({ _tag: duplicate ? "DuplicateCompletion" : "UnknownCompletion", error })
+      if (this.config.strictCompletions) this.endOpenPeriod("Corrupt", error)
+      return
+    }
+    this.transactions.delete(id)
+    this.endpoint.counters.outstandingTransactions = this.transactions.size
+    Deferred.unsafeDone(transaction.deferred, Exit.succeed(packet.payload))
+    transaction.onSettled?.()
+  }
+
+  private deliver(packet: PacketNs.InBandPacket | PacketNs.TransferPagesPacket | PacketNs.GpaDirectPacket): void {
+    this.counters.packetsReceived++
+    this.counters.bytesReceived += packet.payload.length
+    this.outstanding++
+    this.endpoint.counters.outstandingPackets = this.outstanding
+    const handle = new PacketHandle(this, packet)
+    this.live.add(handle)
+    this.queue.push(handle)
+    this.queueChanged.notifyAll()
+  }
+
+  /** Reads one batch. Returns what the receive loop should do next. */
+  private drain(): "idle" | "blocked" | "more" | "stop" {
+    if (this.closeReason !== undefined) return "stop"
+    let budget = this.config.readBatchLimit
+    let status: "idle" | "blocked" | "more" = "idle"
+    for (;;) {
+      if (budget-- === 0) {
+        status = "more"
+        break
+      }
+      const canDeliver = this.delivering && this.outstanding < this.quota
+      const result = canDeliver ? this.in.read() : this.in.peek()
+      if (result === undefined) break
+      if (result._tag === "RingCorrupt" || result._tag === "BufferTooSmall") {
+        if (this.in.commit()) this.signalPeer()
+        const error = result._tag === "RingCorrupt" ? result : new RingCorrupt({
+          reason: "packet larger than the channel's maximum packet size",
+          field: "len8",
+          value: result.required
+        })
+        this.failCorrupt(error)
+        return "stop"
+      }
+      if (result._tag === "Completion") {
+        if (!canDeliver) this.in.read()
+        this.handleCompletion(result)
+        if (this.closeReason !== undefined) return "stop"
+        continue
+      }
+      if (!canDeliver) {
+        status = "blocked"
+        break
+      }
+      this.deliver(result)
+    }
+    if (this.in.commit()) this.signalPeer()
+    return status
+  }
+
+  private readonly receiveLoop: Effect.Effect<void> = Effect.suspend(() => {
+    const step = (): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        this.in.mask()
+        const status = this.drain()
+        if (status === "stop") return Effect.void
+        const flush = this.flushMetrics
+        if (status === "more") return Effect.zipRight(flush, Effect.zipRight(Effect.yieldNow(), Effect.suspend(step)))
+        if (status === "idle") {
+          const more = this.in.unmask()
+          if (typeof more !== "boolean") {
+            this.failCorrupt(more)
+            return flush
+          }
+          if (more) return Effect.zipRight(flush, Effect.suspend(step))
+        }
+        return Effect.zipRight(flush, Effect.zipRight(this.wake.wait, Effect.suspend(step)))
+      })
+    return step()
+  })
+
+  private readonly flushMetrics: Effect.Effect<void> = Effect.suspend(() => {
+    const now = this.counters
+    const before = this.flushed
+    const updates: Array<Effect.Effect<void>> = []
+    const add = (metric: Metric.Metric.Counter<number>, delta: number) => {
+      if (delta > 0) updates.push(Metric.incrementBy(Metric.taggedWithLabels(metric, this.labels()), delta))
+    }
+    add(metricPacketsSent, now.packetsSent - before.packetsSent)
+    add(metricBytesSent, now.bytesSent - before.bytesSent)
+    add(metricPacketsReceived, now.packetsReceived - before.packetsReceived)
+    add(metricBytesReceived, now.bytesReceived - before.bytesReceived)
+    add(metricCompletions, now.completionsSent - before.completionsSent)
+    add(metricSignalsSent, now.signalsSent - before.signalsSent)
+    add(metricSignalsReceived, now.signalsReceived - before.signalsReceived)
+    add(metricRingFullWaits, now.ringFullWaits - before.ringFullWaits)
+    this.flushed = Object.assign(new Counters(), now)
+    updates.push(Metric.set(Metric.taggedWithLabels(metricRequestsOutstanding, this.labels()), this.transactions.size))
+    return Effect.all(updates, { discard: true })
+  })
+
+  private labelCache: ReadonlyArray<MetricLabel.MetricLabel> | undefined
+  private labels(): ReadonlyArray<MetricLabel.MetricLabel> {
+    if (this.labelCache === undefined) {
+      this.labelCache = this.tags.map(([key, value]) => MetricLabel.make(key, value))
+    }
+    return this.labelCache
+  }
+
+  /**
+   * Takes the next delivered packet as a scoped resource. The wait is interruptible; the hand-over is
+   * one synchronous step inside the acquisition, so a packet is never lost between the two.
+   */
+  readonly take: Effect.Effect<IncomingPacketNs.IncomingPacket, ReceiveError, Scope.Scope> = Effect.suspend(() => {
+    const seen = this.queueChanged.current
+    return Effect.acquireRelease(
+      Effect.sync(() => this.queue.shift()),
+      (packet) => (packet === undefined ? Effect.void : this.autoComplete(packet))
+    ).pipe(
+      Effect.flatMap((packet): Effect.Effect<IncomingPacketNs.IncomingPacket, ReceiveError, Scope.Scope> => {
+        if (packet !== undefined) return Effect.succeed(packet)
+        if (this.terminal !== undefined) return Effect.fail(this.terminal)
+        if (this.current === "Closing" || this.current === "Closed") {
+          return Effect.fail(new ChannelClosed({ reason: "LocalClose" }))
+        }
+        return Effect.zipRight(this.queueChanged.waitAfter(seen), this.take)
+      })
+    )
+  })
+
+  readonly packets: Stream.Stream<IncomingPacketNs.IncomingPacket, ReceiveError> = Stream.forever(
+    Stream.scoped(this.take)
+  ).pipe(
+    Stream.catchAll((error) => error._tag === "ChannelClosed" && error.reason === "LocalClose" ? Stream.empty : Stream.fail(error))
+  )
+
+  readonly serve = <E, R>(
+    handler: (packet: IncomingPacketNs.IncomingPacket) => Effect.Effect<Uint8Array | void, E, R | Scope.Scope>
+  ): Effect.Effect<void, ReceiveError, Exclude<R, Scope.Scope>> =>
+    Effect.gen(this, function*() {
+      const fibers = new Set<Fiber.RuntimeFiber<void, never>>()
+      const one = Effect.gen(this, function*() {
+        const scope = yield* Scope.make()
+        const packet = yield* Scope.extend(this.take, scope).pipe(
+          Effect.tapError(() => Scope.close(scope, Exit.void))
+        )
+        const work = Effect.suspend(() => handler(packet)).pipe(
+          Scope.extend(scope),
+          Effect.flatMap((result) => packet.complete(result instanceof Uint8Array ? result : EMPTY)),
+          Effect.tapErrorCause((cause) =>
+            Effect.sync(() => {
+              this.counters.handlerFailures++
+            }).pipe(Effect.zipRight(Effect.logDebug("vmbus: packet handler failed", cause)))
+          ),
+          Effect.exit,
+          Effect.flatMap((exit) => Scope.close(scope, exit))
+        ) as Effect.Effect<void, never, Exclude<R, Scope.Scope>>
+        const fiber = yield* Effect.forkDaemon(work)
+        fibers.add(fiber)
+        this.handlerFibers.add(fiber)
+        fiber.addObserver(() => {
+          fibers.delete(fiber)
+          this.handlerFibers.delete(fiber)
+        })
+      })
+      return yield* Effect.forever(one).pipe(
+        Effect.catchAll((error) =>
+          error._tag === "ChannelClosed" && error.reason === "LocalClose" ? Effect.void : Effect.fail(error)
+        ),
+        Effect.ensuring(Effect.suspend(() => Fiber.interruptAll(fibers)))
+      )
+    })
+
+  // ----- completing --------------------------------------------------------------------------
+
+  private release(packet: PacketHandle): void {
+    if (!this.live.delete(packet)) return
+    this.outstanding--
+    this.endpoint.counters.outstandingPackets = this.outstanding
+    this.outstandingChanged.notifyAll()
+    this.wake.ring()
+  }
+
+  completePacket(
+    packet: PacketHandle,
+    payload: Uint8Array,
+    disposition: "completed" | "autoCompleted"
+  ): Effect.Effect<void, PacketAlreadyCompleted | ChannelClosed | PacketTooLarge> {
+    return Effect.suspend((): Effect.Effect<void, PacketAlreadyCompleted | ChannelClosed | PacketTooLarge> => {
+      if (packet.state !== "pending") {
+        return Effect.fail(new PacketAlreadyCompleted({ transactionId: packet.packet.transactionId }))
+      }
+      if (payload.length > this.config.maxPacketSize) {
+        return Effect.fail(new PacketTooLarge({ size: payload.length, max: this.config.maxPacketSize }))
+      }
+      packet.state = disposition
+      if (disposition === "autoCompleted") this.counters.autoCompleted++
+      if (!packet.completionRequested || !this.writable) {
+        this.release(packet)
+        return Effect.void
+      }
+      const completion: P.CompletionPacket = {
+        _tag: "Completion",
+        transactionId: packet.packet.transactionId,
+        payload
+      }
+      return this.writePacket(completion, "wait").pipe(
+        Effect.tap(() =>
+          Effect.sync(() => {
+            this.counters.completionsSent++
+          })
+        ),
+        Effect.catchTag("RingFull", () => Effect.void),
+        Effect.catchTag("RingCorrupt", () => Effect.fail(new ChannelClosed({ reason: "Corrupt" }))),
+        Effect.ensuring(Effect.sync(() => this.release(packet)))
+      )
+    })
+  }
+
+  autoComplete(packet: PacketHandle): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (packet.state !== "pending") return Effect.void
+      return this.completePacket(packet, this.config.failureCompletion, "autoCompleted").pipe(Effect.ignore)
+    })
+  }
+
+  failPacket(packet: PacketHandle, reason: string): Effect.Effect<void, PacketAlreadyCompleted> {
+    return Effect.suspend(() => {
+      if (packet.state !== "pending") {
+        return Effect.fail(new PacketAlreadyCompleted({ transactionId: packet.packet.transactionId }))
+      }
+      packet.state = "failed"
+      const error = new MalformedPacket({ reason: `packet failed by the receiver: ${reason}` })
+      this.report({ _tag: "PacketFailed", error })
+      // C3: the incoming queue stops; the channel must be closed and reopened.
+      this.delivering = false
+      if (this.terminal === undefined) this.terminal = error
+      this.release(packet)
+      this.queueChanged.notifyAll()
+      return Effect.void
+    })
+  }
+
+  // ----- quota, pause, start -----------------------------------------------------------------
+
+  readonly setTransactionQuota = (quota: number): Effect.Effect<void, InvalidParameter> =>
+    Effect.suspend(() => {
+      if (!Number.isSafeInteger(quota) || quota <= 0) {
+        return Effect.fail(new InvalidParameter({ field: "transactionQuota", reason: "must be a positive integer", value: quota }))
+      }
+      this.quota = quota
+      // C12: raising the quota resumes delivery at once.
+      this.wake.ring()
+      return Effect.void
+    })
+
+  /** Waits until every delivered packet is completed, up to the drain timeout; then forces it. */
+  private drainOutstanding: Effect.Effect<void> = Effect.suspend(() => {
+    // Packets read but not handed out yet are completed with the failure payload.
+    const undelivered = this.queue.splice(0)
+    const waitAll: Effect.Effect<void> = Effect.suspend(() => {
+      const seen = this.outstandingChanged.current
+      if (this.outstanding === 0) return Effect.void
+      return Effect.zipRight(this.outstandingChanged.waitAfter(seen), waitAll)
+    })
+    return Effect.forEach(undelivered, (packet) => this.autoComplete(packet), { discard: true }).pipe(
+      Effect.zipRight(Effect.timeout(waitAll, Duration.millis(this.config.drainTimeoutMillis))),
+      Effect.catchAll(() =>
+        Effect.suspend(() => {
+          // C15: interrupt hung handlers (their packets auto-complete), then force the rest.
+          return Fiber.interruptAll(Array.from(this.handlerFibers)).pipe(
+            Effect.zipRight(Effect.sync(() => this.forceCompleteAll()))
+          )
+        })
+      )
+    )
+  })
+
+  /**
+   * Packets still pending after the drain timeout (held by code outside `serve`): completed now with
+   * the failure payload if the ring has room, so neither the quota nor the peer stays blocked. A later
+   * `complete` by their holder gets `PacketAlreadyCompleted`.
+   */
+  private forceCompleteAll(): void {
+    for (const packet of Array.from(this.live)) {
+      if (packet.state !== "pending") continue
+      packet.state = "autoCompleted"
+      this.counters.autoCompleted++
+      if (packet.completionRequested && this.writable) {
+        const result = this.writeNow({
+          _tag: "Completion",
+          transactionId: packet.packet.transactionId,
+          payload: this.config.failureCompletion
+        })
+        if (result === undefined) this.counters.completionsSent++
+      }
+      this.release(packet)
+    }
+  }
+
+  readonly pause: Effect.Effect<void, InvalidState> = Effect.suspend(() => {
+    if (this.current !== "Active") {
+      return Effect.fail(new InvalidState({ operation: "pause", expected: "Active", actual: this.current }))
+    }
+    this.delivering = false
+    return this.setState("Paused").pipe(
+      Effect.zipRight(this.hooks.onSuspend ?? Effect.void),
+      Effect.zipRight(this.drainOutstanding),
+      Effect.zipRight(Effect.sync(() => this.failPending("LocalClose")))
+    )
+  })
+
+  readonly start: Effect.Effect<void, InvalidState> = Effect.suspend(() => {
+    if (this.current !== "Paused") {
+      return Effect.fail(new InvalidState({ operation: "start", expected: "Paused", actual: this.current }))
+    }
+    return this.setState("Active").pipe(
+      Effect.zipRight(this.hooks.onStarted ? Effect.ignore(this.hooks.onStarted(this)) : Effect.void),
+      Effect.zipRight(Effect.sync(() => {
+        this.delivering = true
+        this.wake.ring()
+      })),
+      Effect.zipRight(this.hooks.onPostStarted ? Effect.ignore(this.hooks.onPostStarted(this)) : Effect.void)
+    )
+  })
+
+  private failPending(reason: CloseReason): void {
+    const failure = new ChannelClosed({ reason })
+    const pending = Array.from(this.transactions.values())
+    this.transactions.clear()
+    this.endpoint.counters.outstandingTransactions = 0
+    for (const transaction of pending) {
+      Deferred.unsafeDone(transaction.deferred, Exit.fail(failure))
+      transaction.onSettled?.()
+    }
+  }
+
+  readonly stats: Effect.Effect<ChannelStats> = Effect.sync(() => ({
+    ...this.counters,
+    requestsOutstanding: this.transactions.size,
+    packetsOutstanding: this.outstanding
+  }))
+
+  // ----- open and close ----------------------------------------------------------------------
+
+  /** Opened → Started → receive loop → PostStarted. */
+  run(scope: Scope.Scope): Effect.Effect<void, unknown> {
+    return Effect.gen(this, function*() {
+      this.endpoint.onPeerClose((reason) => this.endOpenPeriod(reason, new ChannelClosed({ reason })))
+      this.endpoint.onSignal(this.onPeerSignal)
+      if (this.hooks.onOpened) yield* this.hooks.onOpened({ childRelid: this.childRelid, identity: this.identity })
+      if (this.hooks.onStarted) yield* this.hooks.onStarted({ send: this.send })
+      yield* this.setState("Active")
+      this.delivering = true
+      yield* Effect.forkIn(this.receiveLoop, scope)
+      if (this.hooks.onPostStarted) yield* this.hooks.onPostStarted(this)
+    })
+  }
+
+  /** Suspend → drain → fail pending → Closed. Never fails. */
+  close(): Effect.Effect<void> {
+    return Effect.gen(this, function*() {
+      if (this.current === "Closed") return
+      const wasRunning = this.current === "Active"
+      this.delivering = false
+      yield* this.setState("Closing")
+      if (wasRunning && this.hooks.onSuspend) yield* this.hooks.onSuspend
+      yield* this.drainOutstanding
+      this.endOpenPeriod("LocalClose", new ChannelClosed({ reason: "LocalClose" }))
+      yield* this.flushMetrics
+      yield* this.setState("Closed")
+      if (this.hooks.onClosed) yield* this.hooks.onClosed(this.closeReason ?? "LocalClose")
+    }).pipe(Effect.withSpan("vmbus.channel.close", { attributes: { channel: this.childRelid } }))
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Constructors
+// ---------------------------------------------------------------------------------------------
+
+const ringFits = (config: ChannelConfig, pages: number, field: string): InvalidParameter | undefined => {
+  const dataSize = (pages - 1) * L.PAGE_SIZE
+  const largest = L.DESCRIPTOR_SIZE + L.align8Safe(config.maxPacketSize) + L.TRAILER_SIZE
+  if (largest < dataSize) return undefined
+  return new InvalidParameter({
+    field,
+    reason: `a ring of ${pages} pages cannot hold a packet of maxPacketSize ${config.maxPacketSize} (needs 16 + roundUp8(size) + 8 < data size)`,
+    value: pages
+  })
+}
+
+export const open = <E = never>(
+  input: ChannelConfigInput,
+  hooks: Hooks<E> = {}
+): Effect.Effect<
+  OpenedChannel,
+  E | InvalidParameter | import("../VmbusError.js").OpenRejected | OpenTimeout | import("../VmbusError.js").Unsupported | import("../VmbusError.js").TransportError | ChannelClosed | RingCorrupt,
+  Scope.Scope | Transport.Transport
+> =>
+  Effect.gen(function*() {
+    const config = yield* decodeConfig(input)
+    if (config.role === "client") {
+      const problem = ringFits(config, config.outgoingRingPages, "outgoingRingPages") ??
+        ringFits(config, config.incomingRingPages, "incomingRingPages")
+      if (problem !== undefined) return yield* problem
+    }
+    const transport = yield* Transport.Transport
+    const scope = yield* Effect.scope
+    const timeout = Duration.millis(config.openTimeoutMillis)
+    const endpoint: Transport.Endpoint = config.role === "client"
+      ? yield* transport.open({
+        interfaceType: config.interfaceType,
+        interfaceInstance: config.interfaceInstance,
+        outgoingRingPages: config.outgoingRingPages,
+        incomingRingPages: config.incomingRingPages
+      }).pipe(Effect.timeoutFail({ duration: timeout, onTimeout: () => new OpenTimeout({ timeoutMillis: config.openTimeoutMillis }) }))
+      : yield* Effect.flatMap(
+        transport.offer({ interfaceType: config.interfaceType, interfaceInstance: config.interfaceInstance }),
+        (offer) => offer.accept
+      ).pipe(Effect.timeoutFail({ duration: timeout, onTimeout: () => new OpenTimeout({ timeoutMillis: config.openTimeoutMillis }) }))
+    const incomingDataSize = endpoint.incoming.byteLength - L.CONTROL_PAGE_SIZE
+    const maxPacketLength = L.DESCRIPTOR_SIZE + L.EXTENDED_HEADER_SIZE + 8 * 16 + 8 * config.maxExternalPages +
+      L.align8Safe(config.maxPacketSize)
+    const out = Ring.OutgoingRing.attach(endpoint.outgoing)
+    if (!(out instanceof Ring.OutgoingRing)) {
+      return yield* (out._tag === "RingCorrupt" ? out : Effect.fail(out))
+    }
+    const incoming = Ring.IncomingRing.attach(endpoint.incoming, { maxPacketLength: Math.min(maxPacketLength, incomingDataSize) })
+    if (!(incoming instanceof Ring.IncomingRing)) {
+      return yield* (incoming._tag === "RingCorrupt" ? incoming : Effect.fail(incoming))
+    }
+    if (config.role === "server") {
+      const problem = ringFits(config, out.dataSize / L.PAGE_SIZE + 1, "maxPacketSize")
+      if (problem !== undefined) return yield* problem
+    }
+    const closed = yield* Deferred.make<CloseReason>()
+    const stateRef = yield* SubscriptionRef.make<ChannelState>("Opening")
+    const hub = yield* PubSub.sliding<ChannelEvent>(256)
+    const lock = yield* Effect.makeSemaphore(1)
+    const channel = new ChannelImpl(config, endpoint, hooks as Hooks<unknown>, closed, stateRef, hub, lock, out, incoming)
+    // The close runs before the transport releases the endpoint (finalizers run in reverse order).
+    yield* Effect.addFinalizer(() => channel.close())
+    yield* (channel.run(scope) as Effect.Effect<void, E>)
+    return channel as OpenedChannel
+  }).pipe(Effect.withSpan("vmbus.channel.open"))
+
+export { Cancelled }

@@ -1,0 +1,337 @@
+// Guest memory in 4 KiB pages named by PFNs, over one SharedArrayBuffer. The allocator hands out
+// contiguous runs (first fit over a sorted free list that coalesces on release); host-side access
+// validates that every PFN is inside guest memory and currently allocated.
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import type * as Scope from "effect/Scope"
+import { InvalidMemoryRange, InvalidParameter, OutOfMemory } from "../VmbusError.js"
+
+export const PAGE_SIZE = 4096
+export const DEFAULT_BASE_PFN = 0x100
+/** PFNs are kept as numbers: 52 bits covers 4 KiB frames of a 64-bit physical address. */
+export const MAX_PFN = 0xf_ffff_ffff_ffff
+
+export const TypeId: unique symbol = Symbol.for("effect-vmbus/GuestMemory")
+export type TypeId = typeof TypeId
+
+export interface GuestBuffer {
+  readonly pfns: ReadonlyArray<number>
+  readonly firstPfn: number
+  readonly pages: number
+  readonly byteLength: number
+  readonly bytes: Uint8Array
+}
+
+export interface GuestMemoryShape {
+  readonly [TypeId]: TypeId
+  readonly basePfn: number
+  readonly totalPages: number
+  readonly buffer: SharedArrayBuffer
+  readonly allocate: (pages: number) => Effect.Effect<GuestBuffer, OutOfMemory | InvalidParameter, Scope.Scope>
+  readonly read: (
+    pfns: ReadonlyArray<number>,
+    byteOffset: number,
+    length: number
+  ) => Effect.Effect<Uint8Array, InvalidMemoryRange>
+  readonly write: (
+    pfns: ReadonlyArray<number>,
+    byteOffset: number,
+    data: Uint8Array
+  ) => Effect.Effect<void, InvalidMemoryRange>
+  readonly readSync: (
+    pfns: ReadonlyArray<number>,
+    byteOffset: number,
+    length: number
+  ) => Either.Either<Uint8Array, InvalidMemoryRange>
+  readonly writeSync: (
+    pfns: ReadonlyArray<number>,
+    byteOffset: number,
+    data: Uint8Array
+  ) => Either.Either<void, InvalidMemoryRange>
+  readonly pageView: (pfn: number) => Either.Either<Uint8Array, InvalidMemoryRange>
+  readonly contiguousView: (
+    pfns: ReadonlyArray<number>,
+    byteOffset: number,
+    length: number
+  ) => Either.Either<Uint8Array, InvalidMemoryRange>
+  readonly isAllocated: (pfn: number) => boolean
+  readonly freePages: Effect.Effect<number>
+  readonly allocatedPages: Effect.Effect<number>
+  readonly largestFreeRun: Effect.Effect<number>
+}
+
+// ---------------------------------------------------------------------------------------------
+// Allocator
+// ---------------------------------------------------------------------------------------------
+
+interface Run {
+  start: number
+  length: number
+}
+
+/** First-fit page allocator over page indices `[0, total)`; free runs are sorted and never adjacent. */
+export class PageAllocator {
+  readonly total: number
+  readonly #runs: Array<Run>
+  readonly #allocated: Uint8Array
+  #free: number
+
+  constructor(total: number) {
+    this.total = total
+    this.#runs = [{ start: 0, length: total }]
+    this.#allocated = new Uint8Array(total)
+    this.#free = total
+  }
+
+  get free(): number {
+    return this.#free
+  }
+
+  get largestRun(): number {
+    let max = 0
+    for (const run of this.#runs) if (run.length > max) max = run.length
+    return max
+  }
+
+  get runCount(): number {
+    return this.#runs.length
+  }
+
+  isAllocated(index: number): boolean {
+    return this.#allocated[index] === 1
+  }
+
+  /** Returns the first page index of a run of `pages`, or -1 when no free run is long enough. */
+  allocate(pages: number): number {
+    const runs = this.#runs
+    for (let i = 0; i < runs.length; i++) {
+      const run = runs[i]!
+      if (run.length < pages) continue
+      const start = run.start
+      if (run.length === pages) runs.splice(i, 1)
+      else {
+        run.start += pages
+        run.length -= pages
+      }
+      this.#allocated.fill(1, start, start + pages)
+      this.#free -= pages
+      return start
+    }
+    return -1
+  }
+
+  release(start: number, pages: number): void {
+    const runs = this.#runs
+    // first run that starts after the released one
+    let lo = 0
+    let hi = runs.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if (runs[mid]!.start < start) lo = mid + 1
+      else hi = mid
+    }
+    const prev = lo > 0 ? runs[lo - 1]! : undefined
+    const next = lo < runs.length ? runs[lo]! : undefined
+    const end = start + pages
+    const joinsPrev = prev !== undefined && prev.start + prev.length === start
+    const joinsNext = next !== undefined && next.start === end
+    if (joinsPrev && joinsNext) {
+      prev.length += pages + next.length
+      runs.splice(lo, 1)
+    } else if (joinsPrev) {
+      prev.length += pages
+    } else if (joinsNext) {
+      next.start = start
+      next.length += pages
+    } else {
+      runs.splice(lo, 0, { start, length: pages })
+    }
+    this.#allocated.fill(0, start, end)
+    this.#free += pages
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Service
+// ---------------------------------------------------------------------------------------------
+
+export interface MakeOptions {
+  readonly pages: number
+  readonly basePfn?: number | undefined
+}
+
+const rangeError = (
+  reason: string,
+  fields: { readonly pfn?: number; readonly offset?: number; readonly length?: number } = {}
+): Either.Either<never, InvalidMemoryRange> => Either.left(new InvalidMemoryRange({ reason, ...fields }))
+
+export const unsafeMakeWith = (
+  buffer: SharedArrayBuffer,
+  totalPages: number,
+  basePfn: number
+): GuestMemoryShape => {
+  const allocator = new PageAllocator(totalPages)
+  const memory = new Uint8Array(buffer, 0, totalPages * PAGE_SIZE)
+
+  /** Page index of an allocated PFN, or an error. */
+  const pageIndex = (pfn: number): number | InvalidMemoryRange => {
+    if (typeof pfn !== "number" || !Number.isSafeInteger(pfn)) {
+      return new InvalidMemoryRange({ reason: `PFN ${String(pfn)} is not an integer` })
+    }
+    const index = pfn - basePfn
+    if (index < 0 || index >= totalPages) {
+      return new InvalidMemoryRange({
+        reason: `PFN 0x${pfn.toString(16)} is outside guest memory [0x${basePfn.toString(16)}, 0x${
+          (basePfn + totalPages).toString(16)
+        })`,
+        pfn
+      })
+    }
+    if (!allocator.isAllocated(index)) {
+      return new InvalidMemoryRange({ reason: `PFN 0x${pfn.toString(16)} is not allocated`, pfn })
+    }
+    return index
+  }
+
+  /** Validates a range access over a PFN list; returns the page indices. */
+  const checkRange = (
+    pfns: ReadonlyArray<number>,
+    byteOffset: number,
+    length: number
+  ): Array<number> | InvalidMemoryRange => {
+    if (!Number.isSafeInteger(byteOffset) || byteOffset < 0 || !Number.isSafeInteger(length) || length < 0) {
+      return new InvalidMemoryRange({ reason: "offset and length must be non-negative integers", offset: byteOffset, length })
+    }
+    if (byteOffset + length > pfns.length * PAGE_SIZE) {
+      return new InvalidMemoryRange({
+        reason: `${length} bytes at offset ${byteOffset} exceed ${pfns.length} pages`,
+        offset: byteOffset,
+        length
+      })
+    }
+    const indices: Array<number> = new Array(pfns.length)
+    for (let i = 0; i < pfns.length; i++) {
+      const index = pageIndex(pfns[i]!)
+      if (typeof index !== "number") return index
+      indices[i] = index
+    }
+    return indices
+  }
+
+  /** Copies between guest pages and `data`; `toGuest` selects the direction. */
+  const copy = (indices: ReadonlyArray<number>, byteOffset: number, data: Uint8Array, toGuest: boolean): void => {
+    let done = 0
+    let page = Math.floor(byteOffset / PAGE_SIZE)
+    let within = byteOffset % PAGE_SIZE
+    while (done < data.length) {
+      const chunk = Math.min(PAGE_SIZE - within, data.length - done)
+      const at = indices[page]! * PAGE_SIZE + within
+      if (toGuest) memory.set(data.subarray(done, done + chunk), at)
+      else data.set(memory.subarray(at, at + chunk), done)
+      done += chunk
+      page++
+      within = 0
+    }
+  }
+
+  const readSync = (
+    pfns: ReadonlyArray<number>,
+    byteOffset: number,
+    length: number
+  ): Either.Either<Uint8Array, InvalidMemoryRange> => {
+    const indices = checkRange(pfns, byteOffset, length)
+    if (!Array.isArray(indices)) return Either.left(indices)
+    const out = new Uint8Array(length)
+    copy(indices, byteOffset, out, false)
+    return Either.right(out)
+  }
+
+  const writeSync = (
+    pfns: ReadonlyArray<number>,
+    byteOffset: number,
+    data: Uint8Array
+  ): Either.Either<void, InvalidMemoryRange> => {
+    const indices = checkRange(pfns, byteOffset, data.length)
+    if (!Array.isArray(indices)) return Either.left(indices)
+    copy(indices, byteOffset, data, true)
+    return Either.right(undefined)
+  }
+
+  const pageView = (pfn: number): Either.Either<Uint8Array, InvalidMemoryRange> => {
+    const index = pageIndex(pfn)
+    if (typeof index !== "number") return Either.left(index)
+    return Either.right(memory.subarray(index * PAGE_SIZE, (index + 1) * PAGE_SIZE))
+  }
+
+  const contiguousView = (
+    pfns: ReadonlyArray<number>,
+    byteOffset: number,
+    length: number
+  ): Either.Either<Uint8Array, InvalidMemoryRange> => {
+    const indices = checkRange(pfns, byteOffset, length)
+    if (!Array.isArray(indices)) return Either.left(indices)
+    for (let i = 1; i < indices.length; i++) {
+      if (indices[i] !== indices[i - 1]! + 1) {
+        return rangeError(`PFN 0x${pfns[i]!.toString(16)} does not follow 0x${pfns[i - 1]!.toString(16)}`, {
+          pfn: pfns[i]!
+        })
+      }
+    }
+    if (indices.length === 0) return Either.right(new Uint8Array(0))
+    const at = indices[0]! * PAGE_SIZE + byteOffset
+    return Either.right(memory.subarray(at, at + length))
+  }
+
+  const acquire = (pages: number): Either.Either<GuestBuffer, OutOfMemory | InvalidParameter> => {
+    if (!Number.isSafeInteger(pages) || pages <= 0) {
+      return Either.left(new InvalidParameter({ field: "pages", reason: "must be a positive integer", value: pages }))
+    }
+    const start = pages <= allocator.free ? allocator.allocate(pages) : -1
+    if (start < 0) return Either.left(new OutOfMemory({ requestedPages: pages, freePages: allocator.free }))
+    const bytes = memory.subarray(start * PAGE_SIZE, (start + pages) * PAGE_SIZE)
+    bytes.fill(0)
+    const firstPfn = basePfn + start
+    const pfns: Array<number> = new Array(pages)
+    for (let i = 0; i < pages; i++) pfns[i] = firstPfn + i
+    return Either.right({ pfns, firstPfn, pages, byteLength: pages * PAGE_SIZE, bytes })
+  }
+
+  const release = (buffer: GuestBuffer): Effect.Effect<void> =>
+    Effect.sync(() => allocator.release(buffer.firstPfn - basePfn, buffer.pages))
+
+  return {
+    [TypeId]: TypeId,
+    basePfn,
+    totalPages,
+    buffer,
+    allocate: (pages) => Effect.acquireRelease(Effect.suspend(() => acquire(pages)), release),
+    read: (pfns, byteOffset, length) => Effect.suspend(() => readSync(pfns, byteOffset, length)),
+    write: (pfns, byteOffset, data) => Effect.suspend(() => writeSync(pfns, byteOffset, data)),
+    readSync,
+    writeSync,
+    pageView,
+    contiguousView,
+    isAllocated: (pfn) => typeof pageIndex(pfn) === "number",
+    freePages: Effect.sync(() => allocator.free),
+    allocatedPages: Effect.sync(() => totalPages - allocator.free),
+    largestFreeRun: Effect.sync(() => allocator.largestRun)
+  }
+}
+
+export const make = (options: MakeOptions): Effect.Effect<GuestMemoryShape, InvalidParameter | OutOfMemory> =>
+  Effect.suspend((): Effect.Effect<GuestMemoryShape, InvalidParameter | OutOfMemory> => {
+    const { pages } = options
+    const basePfn = options.basePfn ?? DEFAULT_BASE_PFN
+    if (!Number.isSafeInteger(pages) || pages <= 0) {
+      return Effect.fail(new InvalidParameter({ field: "pages", reason: "must be a positive integer", value: pages }))
+    }
+    if (!Number.isSafeInteger(basePfn) || basePfn < 0 || basePfn + pages - 1 > MAX_PFN) {
+      return Effect.fail(
+        new InvalidParameter({ field: "basePfn", reason: `must be an integer in [0, 2^52 − pages]`, value: basePfn })
+      )
+    }
+    return Effect.try({
+      try: () => new SharedArrayBuffer(pages * PAGE_SIZE),
+      catch: () => new OutOfMemory({ requestedPages: pages, freePages: 0 })
+    }).pipe(Effect.map((buffer) => unsafeMakeWith(buffer, pages, basePfn)))
+  })
