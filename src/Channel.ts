@@ -12,15 +12,7 @@ import type * as Either from "effect/Either"
 import type * as Scope from "effect/Scope"
 import * as internal from "./internal/channel.js"
 import type * as Transport from "./Transport.js"
-import type {
-  ChannelClosed,
-  InvalidParameter,
-  OpenRejected,
-  OpenTimeout,
-  RingCorrupt,
-  TransportError,
-  Unsupported
-} from "./VmbusError.js"
+import type { InvalidParameter } from "./VmbusError.js"
 
 /**
  * The channel configuration, validated with Schema. A union on `role`:
@@ -137,14 +129,7 @@ export type Hooks<E = never> = internal.Hooks<E>
  * @since 0.1.0
  * @category errors
  */
-export type OpenError =
-  | InvalidParameter
-  | OpenRejected
-  | OpenTimeout
-  | Unsupported
-  | TransportError
-  | ChannelClosed
-  | RingCorrupt
+export type OpenError = internal.OpenError
 
 /**
  * Opens a channel as a scoped resource. A client waits for a matching offer and opens it; a server

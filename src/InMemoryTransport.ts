@@ -1,22 +1,27 @@
 /**
- * The in-memory transport: a server endpoint (host, VSP) and a client endpoint (guest, VSC) in one
- * process, over byte-exact VMBus rings. A complete implementation, not a mock: tests and benchmarks run
- * the same channel code a real device would. A second tag, `Control`, lets tests look inside: counted
- * signals, open channels and their raw rings (to corrupt them), and a host-side rescind.
+ * The in-memory transport: a simulated Hyper-V host (server endpoints, VSPs) and guest (client
+ * endpoints, VSCs) in one process. A complete implementation, not a mock: the control plane exchanges
+ * the real VMBus channel messages — offers, GPADL header/body/created/teardown/torndown, open and
+ * close, rescind — encoded to their byte layouts (at most 240 bytes) and validated on receipt; rings
+ * and GPADLs live in `GuestMemory` and the data path runs the byte-exact rings. A second tag,
+ * `Control`, lets tests look inside: counted signals and messages, open channels with their raw rings,
+ * injected control messages, and a host-side rescind.
  *
  * @since 0.1.0
  */
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as GuestMemory from "./GuestMemory.js"
 import * as internal from "./internal/inMemoryTransport.js"
 import * as Transport from "./Transport.js"
+import type { InvalidParameter, OutOfMemory } from "./VmbusError.js"
 
 /**
  * @since 0.1.0
  * @category models
  */
-export type TransportStats = internal.TransportStats
+export type TransportStats = internal.TransportStats & { readonly guestPagesAllocated: number }
 
 /**
  * @since 0.1.0
@@ -25,18 +30,28 @@ export type TransportStats = internal.TransportStats
 export type OpenChannelInfo = internal.OpenChannelInfo
 
 /**
+ * @since 0.1.0
+ * @category models
+ */
+export type MessageLogEntry = internal.MessageLogEntry
+
+/**
  * Test control of an in-memory transport.
  *
  * @since 0.1.0
  * @category models
  */
 export interface ControlShape {
-  /** Offers, open channels, signals and outstanding work, summed over every endpoint. */
+  /** Offers, open channels, GPADLs, signals, messages and outstanding work, summed over every endpoint. */
   readonly stats: Effect.Effect<TransportStats>
   /** The open channels with their raw rings and per-endpoint counters. */
   readonly openChannels: Effect.Effect<ReadonlyArray<OpenChannelInfo>>
-  /** The host rescinds an offer (the client sees `ChannelClosed{ reason: "Rescinded" }`). Returns false if unknown. */
+  /** The host rescinds an offer (the client sees `ChannelClosed{ reason: "Rescinded" }`). False if unknown. */
   readonly rescind: (interfaceInstance: string) => Effect.Effect<boolean>
+  /** Delivers raw bytes as a channel message, as if the other side had posted them. */
+  readonly injectMessage: (direction: "toHost" | "toGuest", bytes: Uint8Array) => Effect.Effect<void>
+  /** Every control message exchanged so far (when made with `recordMessages: true`). */
+  readonly messages: Effect.Effect<ReadonlyArray<MessageLogEntry>>
 }
 
 /**
@@ -46,14 +61,26 @@ export interface ControlShape {
 export class Control extends Context.Tag("effect-vmbus/InMemoryTransport/Control")<Control, ControlShape>() {}
 
 /**
- * Builds an in-memory transport and its control.
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** Record every control message for `Control.messages` (default false). */
+  readonly recordMessages?: boolean | undefined
+}
+
+/**
+ * Builds an in-memory transport over the given guest memory.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const make: Effect.Effect<{ readonly transport: Transport.TransportShape; readonly control: ControlShape }> =
+export const make = (
+  memory: GuestMemory.GuestMemoryShape,
+  options?: Options
+): Effect.Effect<{ readonly transport: Transport.TransportShape; readonly control: ControlShape }> =>
   Effect.sync(() => {
-    const bus = new internal.Bus()
+    const bus = new internal.Bus(memory, { recordMessages: options?.recordMessages === true })
     const transport: Transport.TransportShape = {
       name: "in-memory",
       capabilities: { ringGeometry: true, serverRole: true, gpadl: true },
@@ -61,21 +88,49 @@ export const make: Effect.Effect<{ readonly transport: Transport.TransportShape;
       open: (request) => bus.open(request)
     }
     const control: ControlShape = {
-      stats: Effect.sync(() => bus.stats()),
+      stats: Effect.map(memory.allocatedPages, (pages) => ({ ...bus.stats(), guestPagesAllocated: pages })),
       openChannels: Effect.sync(() => bus.openChannels()),
-      rescind: (instance) => Effect.sync(() => bus.rescindByInstance(instance))
+      rescind: (instance) => Effect.sync(() => bus.rescindByInstance(instance)),
+      injectMessage: (direction, bytes) => Effect.sync(() => bus.postBytes(direction, bytes)),
+      messages: Effect.sync(() => bus.log ?? [])
     }
     return { transport, control }
   })
 
 /**
- * Provides `Transport` and `Control` with a fresh in-memory bus.
+ * Provides `Transport` and `Control` over the `GuestMemory` in the context.
  *
  * @since 0.1.0
  * @category layers
  */
-export const layer: Layer.Layer<Transport.Transport | Control> = Layer.effectContext(
-  Effect.map(make, ({ control, transport }) =>
-    Context.make(Transport.Transport, transport).pipe(Context.add(Control, control))
+export const layerWithMemory = (
+  options?: Options
+): Layer.Layer<Transport.Transport | Control, never, GuestMemory.GuestMemory> =>
+  Layer.effectContext(
+    Effect.flatMap(GuestMemory.GuestMemory, (memory) =>
+      Effect.map(make(memory, options), ({ control, transport }) =>
+        Context.make(Transport.Transport, transport).pipe(Context.add(Control, control))
+      ))
   )
-)
+
+/**
+ * Provides `Transport`, `Control` and a fresh `GuestMemory` of `memoryPages` 4 KiB pages (default
+ * 16384, 64 MiB).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (
+  options?: Options & { readonly memoryPages?: number | undefined }
+): Layer.Layer<Transport.Transport | Control | GuestMemory.GuestMemory, InvalidParameter | OutOfMemory> =>
+  layerWithMemory(options).pipe(
+    Layer.provideMerge(GuestMemory.layerMemory({ pages: options?.memoryPages ?? 16384 }))
+  )
+
+/**
+ * `layerConfig()` with defaults; a construction failure (impossible with the defaults) is a defect.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<Transport.Transport | Control | GuestMemory.GuestMemory> = Layer.orDie(layerConfig())

@@ -8,13 +8,22 @@
  */
 import * as Context from "effect/Context"
 import type * as Effect from "effect/Effect"
+import type * as Either from "effect/Either"
 import type * as Scope from "effect/Scope"
+import type { GuestMemoryShape } from "./GuestMemory.js"
 import type {
   ChannelClosed,
   CloseReason,
+  GpadlAlreadyMapped,
+  GpadlCreateFailed,
+  GpadlTooLarge,
+  GpadlUnavailable,
+  GpadlWriteMapOfReadOnly,
+  InvalidMemoryRange,
   InvalidParameter,
   OpenRejected,
   OpenTimeout,
+  OutOfMemory,
   TransportError,
   Unsupported
 } from "./VmbusError.js"
@@ -91,6 +100,59 @@ export interface Endpoint {
   readonly onPeerClose: (callback: (reason: CloseReason) => void) => void
   /** Per-endpoint counters the transport aggregates for diagnostics and leak checks. */
   readonly counters: EndpointCounters
+  /**
+   * Guest memory: on the client, where its buffers live; on the server, what GPA ranges and GPADLs
+   * name. Undefined when the transport gives no access to it.
+   */
+  readonly memory: GuestMemoryShape | undefined
+  /**
+   * Client only: creates a GPADL over guest pages (header and body messages, then the host's
+   * confirmation). Closing the scope tears it down and waits for the host's answer; the channel's
+   * close tears down those still alive first.
+   */
+  readonly createGpadl:
+    | ((
+      range: GpadlRange,
+      options?: { readonly readOnly?: boolean | undefined }
+    ) => Effect.Effect<number, GpadlCreateFailed | GpadlTooLarge | InvalidParameter | ChannelClosed, Scope.Scope>)
+    | undefined
+  /**
+   * Server only: maps a GPADL of this channel (one mapping at a time). The GPADL's teardown waits for
+   * the mapping's scope to close; a mapping of a GPADL being torn down fails.
+   */
+  readonly mapGpadl:
+    | ((
+      handle: number,
+      options?: { readonly write?: boolean | undefined }
+    ) => Effect.Effect<GpadlView, GpadlUnavailable | GpadlAlreadyMapped | GpadlWriteMapOfReadOnly, Scope.Scope>)
+    | undefined
+}
+
+/**
+ * Guest pages a GPADL describes: `byteCount` bytes (default: all pages) from `byteOffset` into the first.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface GpadlRange {
+  readonly pfns: ReadonlyArray<number>
+  readonly byteOffset?: number | undefined
+  readonly byteCount?: number | undefined
+}
+
+/**
+ * A host-side mapping of a GPADL. Reads and writes go to the guest pages; after the mapping is
+ * revoked (its scope closed, or the channel closed) they fail with `GpadlUnavailable`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface GpadlView {
+  readonly handle: number
+  readonly byteLength: number
+  readonly writable: boolean
+  readonly read: (offset: number, length: number) => Either.Either<Uint8Array, InvalidMemoryRange | GpadlUnavailable>
+  readonly write: (offset: number, data: Uint8Array) => Either.Either<void, InvalidMemoryRange | GpadlUnavailable>
 }
 
 /**
@@ -136,7 +198,19 @@ export interface TransportShape {
    */
   readonly open: (
     request: OpenRequest
-  ) => Effect.Effect<Endpoint, OpenRejected | OpenTimeout | Unsupported | InvalidParameter | TransportError, Scope.Scope>
+  ) => Effect.Effect<
+    Endpoint,
+    | OpenRejected
+    | OpenTimeout
+    | Unsupported
+    | InvalidParameter
+    | TransportError
+    | OutOfMemory
+    | GpadlCreateFailed
+    | GpadlTooLarge
+    | ChannelClosed,
+    Scope.Scope
+  >
 }
 
 /**

@@ -21,6 +21,7 @@ import { TypeId as IncomingPacketTypeId } from "../IncomingPacket.js"
 import type * as PacketNs from "../Packet.js"
 import * as Ring from "../Ring.js"
 import * as Transport from "../Transport.js"
+import type { GpadlCreateFailed, GpadlTooLarge, OpenRejected, OutOfMemory, TransportError, Unsupported } from "../VmbusError.js"
 import {
   Cancelled,
   ChannelClosed,
@@ -977,14 +978,22 @@ const ringFits = (config: ChannelConfig, pages: number, field: string): InvalidP
   })
 }
 
+export type OpenError =
+  | InvalidParameter
+  | OpenRejected
+  | OpenTimeout
+  | Unsupported
+  | TransportError
+  | ChannelClosed
+  | RingCorrupt
+  | OutOfMemory
+  | GpadlCreateFailed
+  | GpadlTooLarge
+
 export const open = <E = never>(
   input: ChannelConfigInput,
   hooks: Hooks<E> = {}
-): Effect.Effect<
-  OpenedChannel,
-  E | InvalidParameter | import("../VmbusError.js").OpenRejected | OpenTimeout | import("../VmbusError.js").Unsupported | import("../VmbusError.js").TransportError | ChannelClosed | RingCorrupt,
-  Scope.Scope | Transport.Transport
-> =>
+): Effect.Effect<OpenedChannel, E | OpenError, Scope.Scope | Transport.Transport> =>
   Effect.gen(function*() {
     const config = yield* decodeConfig(input)
     if (config.role === "client") {

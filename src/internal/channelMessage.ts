@@ -26,7 +26,7 @@ export const FIRST_GPADL_HANDLE = 0xe1e10
 /** `range_buflen` is a u16: `(65535 − 8) / 8` PFNs fit in one range. */
 export const MAX_GPADL_PAGES = 8190
 export const MAX_BYTE_OFFSET = 0xfff
-/** PFNs are u64 on the wire; effect-vmbus keeps them as numbers and accepts 52 bits (4 KiB frames of a 64-bit address). */
+/** PFNs are u64 on the wire; kept as numbers, 52 bits (4 KiB frames of a 64-bit address). */
 export const MAX_PFN = 0xf_ffff_ffff_ffff
 
 export const MessageType = {

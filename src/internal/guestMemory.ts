@@ -200,7 +200,11 @@ export const unsafeMakeWith = (
     length: number
   ): Array<number> | InvalidMemoryRange => {
     if (!Number.isSafeInteger(byteOffset) || byteOffset < 0 || !Number.isSafeInteger(length) || length < 0) {
-      return new InvalidMemoryRange({ reason: "offset and length must be non-negative integers", offset: byteOffset, length })
+      return new InvalidMemoryRange({
+        reason: "offset and length must be non-negative integers",
+        offset: byteOffset,
+        length
+      })
     }
     if (byteOffset + length > pfns.length * PAGE_SIZE) {
       return new InvalidMemoryRange({

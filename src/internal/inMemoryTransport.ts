@@ -1,12 +1,30 @@
-// The in-memory transport: both endpoints in one process, over byte-exact rings in a SharedArrayBuffer
-// laid out as Linux donates them (send ring, then receive ring, in one buffer). Signals are counted.
+// The in-memory transport: a simulated VMBus host and guest in one process. The control plane runs
+// message for message as on Hyper-V — OFFERCHANNEL, GPADL_HEADER/BODY/CREATED, OPENCHANNEL/RESULT,
+// CLOSECHANNEL, GPADL_TEARDOWN/TORNDOWN, RESCIND, RELID_RELEASED — each encoded to its byte layout,
+// at most 240 bytes, and decoded (validated) by the receiver. Rings and GPADLs live in GuestMemory.
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
 import type * as Scope from "effect/Scope"
+import * as ChannelMessage from "../ChannelMessage.js"
+import type * as GuestMemory from "../GuestMemory.js"
 import * as Ring from "../Ring.js"
 import type * as Transport from "../Transport.js"
 import type { CloseReason } from "../VmbusError.js"
-import { ChannelClosed, InvalidParameter } from "../VmbusError.js"
+import {
+  ChannelClosed,
+  GpadlAlreadyMapped,
+  GpadlCreateFailed,
+  GpadlTooLarge,
+  GpadlUnavailable,
+  GpadlWriteMapOfReadOnly,
+  InvalidMemoryRange,
+  InvalidParameter,
+  OpenRejected,
+  OutOfMemory
+} from "../VmbusError.js"
 import { Notifier } from "./notifier.js"
 
 const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
@@ -14,6 +32,13 @@ const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 export const normalizeGuid = (guid: string): string => guid.toLowerCase()
 
 export const isGuid = (guid: string): boolean => GUID.test(guid.toLowerCase())
+
+/** Status the in-memory host answers a failed open or GPADL with (STATUS_UNSUCCESSFUL). */
+export const STATUS_UNSUCCESSFUL = 0xc0000001
+
+// ---------------------------------------------------------------------------------------------
+// Endpoints
+// ---------------------------------------------------------------------------------------------
 
 class EndpointState implements Transport.Endpoint {
   readonly counters: Transport.EndpointCounters = {
@@ -28,13 +53,16 @@ class EndpointState implements Transport.Endpoint {
   private peerCloseCallback: ((reason: CloseReason) => void) | undefined = undefined
   closedBy: CloseReason | undefined = undefined
   closed = false
+  createGpadl: Transport.Endpoint["createGpadl"] = undefined
+  mapGpadl: Transport.Endpoint["mapGpadl"] = undefined
 
   constructor(
     readonly role: "client" | "server",
     readonly identity: Transport.OfferIdentity,
     readonly childRelid: number,
     readonly outgoing: Uint8Array,
-    readonly incoming: Uint8Array
+    readonly incoming: Uint8Array,
+    readonly memory: GuestMemory.GuestMemoryShape
   ) {}
 
   readonly signal = (): void => {
@@ -64,7 +92,6 @@ class EndpointState implements Transport.Endpoint {
     if (this.closedBy !== undefined) callback(this.closedBy)
   }
 
-  /** The other side closed or rescinded: tell the channel once. */
   peerClosed(reason: CloseReason): void {
     if (this.closedBy !== undefined) return
     this.closedBy = reason
@@ -72,14 +99,31 @@ class EndpointState implements Transport.Endpoint {
   }
 }
 
-interface OfferRecord {
+// ---------------------------------------------------------------------------------------------
+// Host side
+// ---------------------------------------------------------------------------------------------
+
+interface HostOffer {
   readonly identity: Transport.OfferIdentity
   readonly childRelid: number
-  /** The server endpoint of the current open period, once a client opened it. */
   server: EndpointState | undefined
-  client: EndpointState | undefined
+  /** An open period not yet accepted by the server's channel. */
+  unaccepted: EndpointState | undefined
   accepting: Deferred.Deferred<EndpointState, ChannelClosed> | undefined
+  ringGpadl: number
   rescinded: boolean
+}
+
+interface HostGpadl {
+  readonly handle: number
+  readonly childRelid: number
+  readonly pfns: ReadonlyArray<number>
+  readonly byteOffset: number
+  readonly byteCount: number
+  readonly readOnly: boolean
+  /** A host mapping (a GpadlView, or the open channel's rings). */
+  mappedBy: { revoke: () => void } | undefined
+  tearingDown: boolean
 }
 
 export interface TransportStats {
@@ -90,85 +134,329 @@ export interface TransportStats {
   readonly signalsSent: number
   readonly outstandingTransactions: number
   readonly outstandingPackets: number
+  readonly gpadls: number
+  readonly gpadlsMapped: number
+  readonly messagesToHost: number
+  readonly messagesToGuest: number
+  readonly malformedMessages: number
 }
 
 export interface OpenChannelInfo {
   readonly childRelid: number
   readonly identity: Transport.OfferIdentity
-  /** The guest→host ring (control page + data). */
   readonly clientToServer: Uint8Array
-  /** The host→guest ring. */
   readonly serverToClient: Uint8Array
   readonly client: Transport.EndpointCounters
   readonly server: Transport.EndpointCounters
 }
 
+export type GpadlView = Transport.GpadlView
+
+export type MessageLogEntry = { readonly direction: "toHost" | "toGuest"; readonly bytes: Uint8Array }
+
+// ---------------------------------------------------------------------------------------------
+// The bus: host and guest state joined by a message connection
+// ---------------------------------------------------------------------------------------------
+
+interface GuestOpen {
+  readonly childRelid: number
+  deferred: Deferred.Deferred<number>
+}
+
+interface GuestChannel {
+  readonly childRelid: number
+  readonly client: EndpointState
+  readonly gpadls: Set<number>
+  rescinded: boolean
+}
+
 export class Bus {
+  // host
   private nextRelid = 1
-  private readonly offers = new Map<number, OfferRecord>()
-  private readonly offersChanged = new Notifier()
+  private readonly hostOffers = new Map<number, HostOffer>()
+  private readonly hostGpadls = new Map<number, HostGpadl>()
+  private readonly reassembler = new ChannelMessage.GpadlReassembler()
+  /** Creation flags are not on the wire (Linux has none); the simulated host learns them here. */
+  private readonly readOnlyHint = new Set<number>()
+  // guest
+  private readonly guestOffers = new Map<number, ChannelMessage.OfferChannel>()
+  private readonly guestOffersChanged = new Notifier()
+  private readonly guestChannels = new Map<number, GuestChannel>()
+  private nextGpadlHandle = ChannelMessage.FIRST_GPADL_HANDLE
+  private readonly pendingCreated = new Map<number, Deferred.Deferred<number>>()
+  private readonly pendingTorndown = new Map<number, Deferred.Deferred<void>>()
+  private readonly pendingOpens = new Map<number, GuestOpen>()
+  private readonly liveGpadls = new Set<number>()
+  // connection
+  private readonly toHost: Array<Uint8Array> = []
+  private readonly toGuest: Array<Uint8Array> = []
+  private pumping = false
   private opened = 0
-  private closed = 0
+  private closedCount = 0
   private retiredSignals = 0
+  private messagesToHost = 0
+  private messagesToGuest = 0
+  private malformed = 0
+  readonly log: Array<MessageLogEntry> | undefined
 
-  stats(): TransportStats {
-    let openChannels = 0
-    let signalsSent = this.retiredSignals
-    let outstandingTransactions = 0
-    let outstandingPackets = 0
-    for (const record of this.offers.values()) {
-      for (const endpoint of [record.server, record.client]) {
-        if (endpoint === undefined) continue
-        signalsSent += endpoint.counters.signalsSent
-        outstandingTransactions += endpoint.counters.outstandingTransactions
-        outstandingPackets += endpoint.counters.outstandingPackets
+  constructor(readonly memory: GuestMemory.GuestMemoryShape, options?: { readonly recordMessages?: boolean }) {
+    this.log = options?.recordMessages === true ? [] : undefined
+  }
+
+  // ----- message connection ------------------------------------------------------------------
+
+  private post(direction: "toHost" | "toGuest", message: ChannelMessage.ChannelMessage): void {
+    const bytes = ChannelMessage.encode(message)
+    this.postBytes(direction, bytes)
+  }
+
+  /** Delivers raw bytes as a channel message (tests use it to inject malformed messages). */
+  postBytes(direction: "toHost" | "toGuest", bytes: Uint8Array): void {
+    this.log?.push({ direction, bytes: bytes.slice() })
+    if (direction === "toHost") {
+      this.messagesToHost++
+      this.toHost.push(bytes.slice())
+    } else {
+      this.messagesToGuest++
+      this.toGuest.push(bytes.slice())
+    }
+    this.pump()
+  }
+
+  /** Processes queued messages in order; re-entrant posts are queued, never recursed into. */
+  private pump(): void {
+    if (this.pumping) return
+    this.pumping = true
+    try {
+      for (;;) {
+        const bytes = this.toHost.shift()
+        if (bytes !== undefined) {
+          this.hostReceive(bytes)
+          continue
+        }
+        const back = this.toGuest.shift()
+        if (back !== undefined) {
+          this.guestReceive(back)
+          continue
+        }
+        break
       }
-      if (record.client !== undefined) openChannels++
-    }
-    return {
-      offers: this.offers.size,
-      openChannels,
-      channelsOpened: this.opened,
-      channelsClosed: this.closed,
-      signalsSent,
-      outstandingTransactions,
-      outstandingPackets
+    } finally {
+      this.pumping = false
     }
   }
 
-  openChannels(): ReadonlyArray<OpenChannelInfo> {
-    const result: Array<OpenChannelInfo> = []
-    for (const record of this.offers.values()) {
-      if (record.client === undefined || record.server === undefined) continue
-      result.push({
-        childRelid: record.childRelid,
-        identity: record.identity,
-        clientToServer: record.client.outgoing,
-        serverToClient: record.client.incoming,
-        client: record.client.counters,
-        server: record.server.counters
-      })
+  // ----- host: message handling --------------------------------------------------------------
+
+  private hostReceive(bytes: Uint8Array): void {
+    const decoded = ChannelMessage.decode(bytes)
+    if (Either.isLeft(decoded)) {
+      this.malformed++
+      return
     }
-    return result
+    const message = decoded.right
+    switch (message._tag) {
+      case "GpadlHeader":
+      case "GpadlBody": {
+        const progress = this.reassembler.push(message)
+        if (Either.isLeft(progress)) {
+          this.malformed++
+          const handle = message.handle
+          const relid = message._tag === "GpadlHeader" ? message.childRelid : 0
+          if (handle !== 0) {
+            this.post("toGuest", {
+              _tag: "GpadlCreated",
+              childRelid: relid,
+              handle,
+              creationStatus: STATUS_UNSUCCESSFUL
+            })
+          }
+          return
+        }
+        if (progress.right._tag === "Pending") return
+        const gpadl = progress.right.gpadl
+        let status = 0
+        if (this.hostGpadls.has(gpadl.handle)) status = STATUS_UNSUCCESSFUL
+        for (const pfn of gpadl.pfns) if (!this.memory.isAllocated(pfn)) status = STATUS_UNSUCCESSFUL
+        if (status === 0) {
+          this.hostGpadls.set(gpadl.handle, {
+            handle: gpadl.handle,
+            childRelid: gpadl.childRelid,
+            pfns: gpadl.pfns,
+            byteOffset: gpadl.byteOffset,
+            byteCount: gpadl.byteCount,
+            readOnly: this.readOnlyHint.has(gpadl.handle),
+            mappedBy: undefined,
+            tearingDown: false
+          })
+        }
+        this.readOnlyHint.delete(gpadl.handle)
+        this.post("toGuest", { _tag: "GpadlCreated", childRelid: gpadl.childRelid, handle: gpadl.handle, creationStatus: status })
+        return
+      }
+      case "GpadlTeardown": {
+        const gpadl = this.hostGpadls.get(message.handle)
+        // An unknown handle is not fatal (hardening §1.4): answer so the guest does not hang.
+        if (gpadl === undefined) {
+          this.post("toGuest", { _tag: "GpadlTorndown", handle: message.handle })
+          return
+        }
+        gpadl.tearingDown = true
+        if (gpadl.mappedBy === undefined) this.finishTeardown(gpadl)
+        return
+      }
+      case "OpenChannel":
+        this.hostOpen(message)
+        return
+      case "CloseChannel": {
+        const offer = this.hostOffers.get(message.childRelid)
+        if (offer === undefined || offer.server === undefined) return
+        this.hostEndOpenPeriod(offer, "PeerClose")
+        return
+      }
+      case "RelidReleased":
+      case "RequestOffers":
+      case "InitiateContact":
+      case "Unload":
+        return
+      default:
+        // A host→guest message sent to the host.
+        this.malformed++
+        return
+    }
   }
+
+  private finishTeardown(gpadl: HostGpadl): void {
+    this.hostGpadls.delete(gpadl.handle)
+    this.post("toGuest", { _tag: "GpadlTorndown", handle: gpadl.handle })
+  }
+
+  private unmapHost(gpadl: HostGpadl): void {
+    gpadl.mappedBy = undefined
+    if (gpadl.tearingDown) this.finishTeardown(gpadl)
+  }
+
+  private hostOpen(message: ChannelMessage.OpenChannel): void {
+    const reject = () =>
+      this.post("toGuest", { _tag: "OpenChannelResult", childRelid: message.childRelid, openId: message.openId, status: STATUS_UNSUCCESSFUL })
+    const offer = this.hostOffers.get(message.childRelid)
+    if (offer === undefined || offer.rescinded || offer.server !== undefined || offer.unaccepted !== undefined) return reject()
+    const gpadl = this.hostGpadls.get(message.ringBufferGpadlHandle)
+    if (gpadl === undefined || gpadl.tearingDown || gpadl.mappedBy !== undefined || gpadl.byteOffset !== 0) return reject()
+    const pages = gpadl.pfns.length
+    const split = message.downstreamRingBufferPageOffset
+    if (split < 2 || pages - split < 2 || gpadl.byteCount !== pages * Ring.PAGE_SIZE) return reject()
+    const view = this.memory.contiguousView(gpadl.pfns, 0, gpadl.byteCount)
+    // The simulated host maps rings flat, so it needs them contiguous in guest memory.
+    if (Either.isLeft(view)) return reject()
+    const clientToServer = view.right.subarray(0, split * Ring.PAGE_SIZE)
+    const serverToClient = view.right.subarray(split * Ring.PAGE_SIZE)
+    const server = new EndpointState("server", offer.identity, offer.childRelid, serverToClient, clientToServer, this.memory)
+    server.mapGpadl = (handle, options) => this.mapGpadl(offer.childRelid, handle, options)
+    offer.ringGpadl = gpadl.handle
+    gpadl.mappedBy = { revoke: () => {} }
+    if (offer.accepting !== undefined) {
+      offer.server = server
+      Deferred.unsafeDone(offer.accepting, Exit.succeed(server))
+      offer.accepting = undefined
+    } else {
+      offer.unaccepted = server
+    }
+    this.opened++
+    this.pendingServer.set(offer.childRelid, server)
+    this.post("toGuest", { _tag: "OpenChannelResult", childRelid: message.childRelid, openId: message.openId, status: 0 })
+  }
+
+  /** Server endpoints created by OPENCHANNEL, to be joined with the guest's endpoint on the result. */
+  private readonly pendingServer = new Map<number, EndpointState>()
+
+  private hostEndOpenPeriod(offer: HostOffer, reason: CloseReason): void {
+    const server = offer.server ?? offer.unaccepted
+    if (server === undefined) return
+    server.peerClosed(reason)
+    this.retiredSignals += server.counters.signalsSent
+    server.closed = true
+    offer.server = undefined
+    offer.unaccepted = undefined
+    // The channel is gone: revoke every host mapping of its GPADLs, then release the ring GPADL.
+    for (const gpadl of this.hostGpadls.values()) {
+      if (gpadl.childRelid !== offer.childRelid || gpadl.mappedBy === undefined) continue
+      const mapping = gpadl.mappedBy
+      mapping.revoke()
+      this.unmapHost(gpadl)
+    }
+    const ring = this.hostGpadls.get(offer.ringGpadl)
+    if (ring !== undefined && ring.mappedBy !== undefined) this.unmapHost(ring)
+    this.closedCount++
+  }
+
+  private mapGpadl(
+    childRelid: number,
+    handle: number,
+    options?: { readonly write?: boolean | undefined }
+  ): Effect.Effect<GpadlView, GpadlUnavailable | GpadlAlreadyMapped | GpadlWriteMapOfReadOnly, Scope.Scope> {
+    const write = options?.write !== false
+    type Mapped = { gpadl: HostGpadl; mapping: { revoke: () => void }; view: GpadlView }
+    return Effect.acquireRelease(
+      Effect.suspend((): Effect.Effect<Mapped, GpadlUnavailable | GpadlAlreadyMapped | GpadlWriteMapOfReadOnly> => {
+        const gpadl = this.hostGpadls.get(handle)
+        if (gpadl === undefined || gpadl.childRelid !== childRelid) {
+          return Effect.fail(new GpadlUnavailable({ handle, reason: "Unknown" }))
+        }
+        if (gpadl.tearingDown) return Effect.fail(new GpadlUnavailable({ handle, reason: "TearingDown" }))
+        if (gpadl.mappedBy !== undefined) return Effect.fail(new GpadlAlreadyMapped({ handle }))
+        if (write && gpadl.readOnly) return Effect.fail(new GpadlWriteMapOfReadOnly({ handle }))
+        let valid = true
+        const mapping = { revoke: () => { valid = false } }
+        gpadl.mappedBy = mapping
+        const revoked = () => Either.left(new GpadlUnavailable({ handle, reason: "TearingDown" }))
+        const check = (offset: number, length: number): InvalidMemoryRange | undefined =>
+          Number.isSafeInteger(offset) && Number.isSafeInteger(length) && offset >= 0 && length >= 0 &&
+            offset + length <= gpadl.byteCount
+            ? undefined
+            : new InvalidMemoryRange({ reason: "outside the GPADL", offset, length })
+        const view: GpadlView = {
+          handle,
+          byteLength: gpadl.byteCount,
+          writable: write,
+          read: (offset, length) => {
+            if (!valid) return revoked()
+            const bad = check(offset, length)
+            if (bad !== undefined) return Either.left(bad)
+            return this.memory.readSync(gpadl.pfns, gpadl.byteOffset + offset, length)
+          },
+          write: (offset, data) => {
+            if (!valid) return revoked()
+            if (!write) return Either.left(new GpadlUnavailable({ handle, reason: "Unknown" }))
+            const bad = check(offset, data.length)
+            if (bad !== undefined) return Either.left(bad)
+            return this.memory.writeSync(gpadl.pfns, gpadl.byteOffset + offset, data)
+          }
+        }
+        return Effect.succeed({ gpadl, mapping, view })
+      }),
+      ({ gpadl, mapping }) =>
+        Effect.sync(() => {
+          mapping.revoke()
+          if (gpadl.mappedBy === mapping) this.unmapHost(gpadl)
+        })
+    ).pipe(Effect.map(({ view }) => view))
+  }
+
+  // ----- host: offers ------------------------------------------------------------------------
 
   offer(identity: Transport.OfferIdentity): Effect.Effect<Transport.Offer, InvalidParameter, Scope.Scope> {
     return Effect.acquireRelease(
       Effect.suspend(() => {
-        if (!isGuid(identity.interfaceType)) {
-          return Effect.fail(new InvalidParameter({ field: "interfaceType", reason: "not a GUID", value: identity.interfaceType }))
-        }
-        if (!isGuid(identity.interfaceInstance)) {
-          return Effect.fail(
-            new InvalidParameter({ field: "interfaceInstance", reason: "not a GUID", value: identity.interfaceInstance })
-          )
+        for (const [field, value] of [["interfaceType", identity.interfaceType], ["interfaceInstance", identity.interfaceInstance]] as const) {
+          if (!isGuid(value)) return Effect.fail(new InvalidParameter({ field, reason: "not a GUID", value }))
         }
         const normalized: Transport.OfferIdentity = {
           interfaceType: normalizeGuid(identity.interfaceType),
           interfaceInstance: normalizeGuid(identity.interfaceInstance),
           subChannelIndex: identity.subChannelIndex ?? 0
         }
-        for (const existing of this.offers.values()) {
+        for (const existing of this.hostOffers.values()) {
           if (
             existing.identity.interfaceInstance === normalized.interfaceInstance &&
             existing.identity.subChannelIndex === normalized.subChannelIndex
@@ -178,21 +466,40 @@ export class Bus {
             )
           }
         }
-        const record: OfferRecord = {
+        const record: HostOffer = {
           identity: normalized,
           childRelid: this.nextRelid++,
           server: undefined,
-          client: undefined,
+          unaccepted: undefined,
           accepting: undefined,
+          ringGpadl: 0,
           rescinded: false
         }
-        this.offers.set(record.childRelid, record)
-        this.offersChanged.notifyAll()
+        this.hostOffers.set(record.childRelid, record)
+        this.post("toGuest", {
+          _tag: "OfferChannel",
+          interfaceType: normalized.interfaceType,
+          interfaceInstance: normalized.interfaceInstance,
+          reserved1: 0n,
+          reserved2: 0n,
+          reserved3: 0,
+          channelFlags: 0,
+          mmioMegabytes: 0,
+          userDefined: new Uint8Array(120),
+          subChannelIndex: normalized.subChannelIndex ?? 0,
+          childRelid: record.childRelid,
+          monitorId: 0xff,
+          monitorAllocated: false,
+          isDedicatedInterrupt: false,
+          connectionId: 0x2000 + record.childRelid
+        })
         const accept: Effect.Effect<Transport.Endpoint, ChannelClosed> = Effect.suspend(() => {
           if (record.rescinded) return Effect.fail(new ChannelClosed({ reason: "Rescinded" }))
-          if (record.server !== undefined && record.client !== undefined && record.server.closedBy === undefined) {
-            // An open period is waiting to be accepted already.
-            return Effect.succeed(record.server)
+          if (record.unaccepted !== undefined) {
+            const server = record.unaccepted
+            record.unaccepted = undefined
+            record.server = server
+            return Effect.succeed(server)
           }
           return Effect.flatMap(Deferred.make<EndpointState, ChannelClosed>(), (deferred) => {
             record.accepting = deferred
@@ -205,23 +512,20 @@ export class Bus {
     ).pipe(Effect.map(({ offer }) => offer))
   }
 
-  private rescind(record: OfferRecord): void {
+  private rescind(record: HostOffer): void {
+    if (record.rescinded) return
     record.rescinded = true
     if (record.accepting !== undefined) {
-      Deferred.unsafeDone(record.accepting, Effect.fail(new ChannelClosed({ reason: "Rescinded" })))
+      Deferred.unsafeDone(record.accepting, Exit.fail(new ChannelClosed({ reason: "Rescinded" })))
       record.accepting = undefined
     }
-    if (record.client !== undefined) {
-      record.client.peerClosed("Rescinded")
-      this.retire(record)
-    }
-    this.offers.delete(record.childRelid)
-    this.offersChanged.notifyAll()
+    this.hostEndOpenPeriod(record, "Rescinded")
+    this.hostOffers.delete(record.childRelid)
+    this.post("toGuest", { _tag: "RescindChannelOffer", childRelid: record.childRelid })
   }
 
-  /** Rescinds an offer from the host side without closing the server's scope (test control). */
   rescindByInstance(interfaceInstance: string): boolean {
-    for (const record of this.offers.values()) {
+    for (const record of this.hostOffers.values()) {
       if (record.identity.interfaceInstance === normalizeGuid(interfaceInstance)) {
         this.rescind(record)
         return true
@@ -230,38 +534,175 @@ export class Bus {
     return false
   }
 
-  private retire(record: OfferRecord): void {
-    for (const endpoint of [record.client, record.server]) {
-      if (endpoint === undefined) continue
-      this.retiredSignals += endpoint.counters.signalsSent
-      endpoint.closed = true
+  // ----- guest: message handling -------------------------------------------------------------
+
+  private guestReceive(bytes: Uint8Array): void {
+    const decoded = ChannelMessage.decode(bytes)
+    if (Either.isLeft(decoded)) {
+      this.malformed++
+      return
     }
-    record.client = undefined
-    record.server = undefined
-    this.closed++
+    const message = decoded.right
+    switch (message._tag) {
+      case "OfferChannel":
+        this.guestOffers.set(message.childRelid, message)
+        this.guestOffersChanged.notifyAll()
+        return
+      case "RescindChannelOffer": {
+        this.guestOffers.delete(message.childRelid)
+        const channel = this.guestChannels.get(message.childRelid)
+        if (channel !== undefined) {
+          channel.rescinded = true
+          channel.client.peerClosed("Rescinded")
+        }
+        const open = this.pendingOpens.get(message.childRelid)
+        if (open !== undefined) Deferred.unsafeDone(open.deferred, Exit.succeed(STATUS_UNSUCCESSFUL))
+        this.guestOffersChanged.notifyAll()
+        return
+      }
+      case "GpadlCreated": {
+        const deferred = this.pendingCreated.get(message.handle)
+        if (deferred === undefined) {
+          this.malformed++
+          return
+        }
+        this.pendingCreated.delete(message.handle)
+        Deferred.unsafeDone(deferred, Exit.succeed(message.creationStatus))
+        return
+      }
+      case "GpadlTorndown": {
+        const deferred = this.pendingTorndown.get(message.handle)
+        if (deferred === undefined) {
+          this.malformed++
+          return
+        }
+        this.pendingTorndown.delete(message.handle)
+        Deferred.unsafeDone(deferred, Exit.void)
+        return
+      }
+      case "OpenChannelResult": {
+        const open = this.pendingOpens.get(message.childRelid)
+        if (open === undefined) {
+          this.malformed++
+          return
+        }
+        this.pendingOpens.delete(message.childRelid)
+        Deferred.unsafeDone(open.deferred, Exit.succeed(message.status))
+        return
+      }
+      case "AllOffersDelivered":
+      case "VersionResponse":
+      case "UnloadResponse":
+        return
+      default:
+        this.malformed++
+        return
+    }
   }
 
-  private findOffer(request: Transport.OpenRequest): OfferRecord | undefined {
+  // ----- guest: GPADLs -----------------------------------------------------------------------
+
+  /**
+   * Creates a GPADL: header and body messages, then waits for GPADL_CREATED. Closing the scope sends
+   * GPADL_TEARDOWN and waits for GPADL_TORNDOWN (the host defers it while it has the GPADL mapped).
+   * `channel` lets the channel's close tear it down early (KMCL: all GPADLs go before Closed).
+   */
+  createGpadl(
+    childRelid: number,
+    range: { readonly pfns: ReadonlyArray<number>; readonly byteOffset?: number | undefined; readonly byteCount?: number | undefined },
+    options?: { readonly readOnly?: boolean | undefined },
+    channel?: GuestChannel
+  ): Effect.Effect<number, GpadlCreateFailed | GpadlTooLarge | InvalidParameter | ChannelClosed, Scope.Scope> {
+    const teardown = (handle: number): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        if (!this.liveGpadls.has(handle)) return Effect.void
+        this.liveGpadls.delete(handle)
+        channel?.gpadls.delete(handle)
+        const deferred = Deferred.unsafeMake<void>(FiberId.none)
+        this.pendingTorndown.set(handle, deferred)
+        this.post("toHost", { _tag: "GpadlTeardown", childRelid, handle })
+        return Deferred.await(deferred)
+      })
+    type Created = { handle: number; created: Deferred.Deferred<number> }
+    return Effect.acquireRelease(
+      Effect.suspend((): Effect.Effect<Created, GpadlCreateFailed | GpadlTooLarge | InvalidParameter | ChannelClosed> => {
+        if (channel !== undefined && (channel.rescinded || channel.client.closed)) {
+          return Effect.fail(new ChannelClosed({ reason: channel.rescinded ? "Rescinded" : "LocalClose" }))
+        }
+        const handle = this.nextGpadlHandle++
+        const messages = ChannelMessage.gpadlMessages({
+          childRelid,
+          handle,
+          pfns: range.pfns,
+          ...(range.byteOffset === undefined ? {} : { byteOffset: range.byteOffset }),
+          ...(range.byteCount === undefined ? {} : { byteCount: range.byteCount })
+        })
+        if (Either.isLeft(messages)) return Effect.fail(messages.left)
+        const created = Deferred.unsafeMake<number>(FiberId.none)
+        this.pendingCreated.set(handle, created)
+        if (options?.readOnly === true) this.readOnlyHint.add(handle)
+        this.liveGpadls.add(handle)
+        channel?.gpadls.add(handle)
+        for (const message of messages.right) this.post("toHost", message)
+        return Effect.succeed({ handle, created })
+      }),
+      ({ handle }) => teardown(handle)
+    ).pipe(
+      Effect.flatMap(({ created, handle }) =>
+        Effect.flatMap(Deferred.await(created), (status): Effect.Effect<number, GpadlCreateFailed> =>
+          status === 0
+            ? Effect.succeed(handle)
+            : Effect.suspend(() => {
+              // The host refused it: nothing to tear down.
+              this.liveGpadls.delete(handle)
+              channel?.gpadls.delete(handle)
+              return Effect.fail(new GpadlCreateFailed({ handle, status }))
+            }))
+      )
+    )
+  }
+
+  /** Tears down every GPADL still alive on a channel (KMCL: before the close completes). */
+  private teardownChannelGpadls(channel: GuestChannel): Effect.Effect<void> {
+    return Effect.forEach(Array.from(channel.gpadls), (handle) =>
+      Effect.suspend(() => {
+        if (!this.liveGpadls.has(handle)) return Effect.void
+        this.liveGpadls.delete(handle)
+        channel.gpadls.delete(handle)
+        const deferred = Deferred.unsafeMake<void>(FiberId.none)
+        this.pendingTorndown.set(handle, deferred)
+        this.post("toHost", { _tag: "GpadlTeardown", childRelid: channel.childRelid, handle })
+        return Deferred.await(deferred)
+      }), { discard: true })
+  }
+
+  // ----- guest: open and close ---------------------------------------------------------------
+
+  private findOffer(request: Transport.OpenRequest): ChannelMessage.OfferChannel | undefined {
     const type = normalizeGuid(request.interfaceType)
     const instance = request.interfaceInstance === undefined ? undefined : normalizeGuid(request.interfaceInstance)
-    for (const record of this.offers.values()) {
-      if (record.rescinded || record.client !== undefined) continue
-      if (record.identity.interfaceType !== type) continue
-      if (instance !== undefined && record.identity.interfaceInstance !== instance) continue
-      return record
+    for (const offer of this.guestOffers.values()) {
+      if (this.guestChannels.has(offer.childRelid) || this.pendingOpens.has(offer.childRelid)) continue
+      if (offer.interfaceType !== type) continue
+      if (instance !== undefined && offer.interfaceInstance !== instance) continue
+      return offer
     }
     return undefined
   }
 
-  open(request: Transport.OpenRequest): Effect.Effect<Transport.Endpoint, InvalidParameter, Scope.Scope> {
+  open(
+    request: Transport.OpenRequest
+  ): Effect.Effect<
+    Transport.Endpoint,
+    InvalidParameter | OpenRejected | OutOfMemory | GpadlCreateFailed | GpadlTooLarge | ChannelClosed,
+    Scope.Scope
+  > {
     const validate = Effect.suspend(() => {
       if (!isGuid(request.interfaceType)) {
         return Effect.fail(new InvalidParameter({ field: "interfaceType", reason: "not a GUID", value: request.interfaceType }))
       }
       if (request.interfaceInstance !== undefined && !isGuid(request.interfaceInstance)) {
-        return Effect.fail(
-          new InvalidParameter({ field: "interfaceInstance", reason: "not a GUID", value: request.interfaceInstance })
-        )
+        return Effect.fail(new InvalidParameter({ field: "interfaceInstance", reason: "not a GUID", value: request.interfaceInstance }))
       }
       for (const [field, pages] of [["outgoingRingPages", request.outgoingRingPages], ["incomingRingPages", request.incomingRingPages]] as const) {
         if (!Number.isSafeInteger(pages) || pages < 2 || pages > 0x10_0000) {
@@ -270,67 +711,137 @@ export class Bus {
       }
       return Effect.void
     })
-    // Wait (interruptibly) for a matching offer; connect in one synchronous step, retry if it was taken.
-    const attempt: Effect.Effect<EndpointState, never, Scope.Scope> = Effect.suspend(() => {
-      const seen = this.offersChanged.current
+    // Claim an offer (interruptible wait; the claim itself is one synchronous step).
+    const claim: Effect.Effect<ChannelMessage.OfferChannel, never, Scope.Scope> = Effect.suspend(() => {
+      const seen = this.guestOffersChanged.current
       return Effect.acquireRelease(
         Effect.sync(() => {
-          const record = this.findOffer(request)
-          return record === undefined ? undefined : this.connect(record, request)
+          const offer = this.findOffer(request)
+          if (offer !== undefined) this.pendingOpens.set(offer.childRelid, { childRelid: offer.childRelid, deferred: Deferred.unsafeMake<number>(FiberId.none) })
+          return offer
         }),
-        (connected) =>
+        (offer) =>
           Effect.sync(() => {
-            if (connected === undefined) return
-            const { client, record } = connected
-            if (record.client !== client) return
-            record.server?.peerClosed("PeerClose")
-            this.retire(record)
-            this.offersChanged.notifyAll()
+            if (offer === undefined) return
+            this.pendingOpens.delete(offer.childRelid)
+            this.guestOffersChanged.notifyAll()
           })
       ).pipe(
-        Effect.flatMap((connected) =>
-          connected === undefined
-            ? Effect.zipRight(this.offersChanged.waitAfter(seen), attempt)
-            : Effect.succeed(connected.client)
+        Effect.flatMap((offer) =>
+          offer === undefined ? Effect.zipRight(this.guestOffersChanged.waitAfter(seen), claim) : Effect.succeed(offer)
         )
       )
     })
-    return Effect.zipRight(validate, attempt)
+    return Effect.gen(this, function*() {
+      yield* validate
+      const offer = yield* claim
+      const relid = offer.childRelid
+      const pages = request.outgoingRingPages + request.incomingRingPages
+      // Rings: one contiguous donation, send ring first, described by one GPADL (as Linux does).
+      const buffer = yield* this.memory.allocate(pages).pipe(
+        Effect.catchTag("InvalidParameter", (error) => Effect.fail(error))
+      )
+      const channel: GuestChannel = {
+        childRelid: relid,
+        client: undefined as unknown as EndpointState,
+        gpadls: new Set(),
+        rescinded: false
+      }
+      const ringGpadl = yield* this.createGpadl(relid, { pfns: buffer.pfns }, undefined)
+      const clientToServer = buffer.bytes.subarray(0, request.outgoingRingPages * Ring.PAGE_SIZE)
+      const serverToClient = buffer.bytes.subarray(request.outgoingRingPages * Ring.PAGE_SIZE)
+      Ring.initialize(clientToServer)
+      Ring.initialize(serverToClient)
+      const pending = this.pendingOpens.get(relid)!
+      const userData = new Uint8Array(120)
+      if (request.userData !== undefined) userData.set(request.userData.subarray(0, 120))
+      this.post("toHost", {
+        _tag: "OpenChannel",
+        childRelid: relid,
+        openId: relid,
+        ringBufferGpadlHandle: ringGpadl,
+        targetVp: 0,
+        downstreamRingBufferPageOffset: request.outgoingRingPages,
+        userData
+      })
+      const status = yield* Deferred.await(pending.deferred)
+      if (status !== 0) return yield* new OpenRejected({ status })
+      const server = this.pendingServer.get(relid)!
+      this.pendingServer.delete(relid)
+      const client = new EndpointState("client", {
+        interfaceType: offer.interfaceType,
+        interfaceInstance: offer.interfaceInstance,
+        subChannelIndex: offer.subChannelIndex
+      }, relid, clientToServer, serverToClient, this.memory)
+      client.peer = server
+      server.peer = client
+      ;(channel as { client: EndpointState }).client = client
+      client.createGpadl = (range, options) => this.createGpadl(relid, range, options, channel)
+      this.guestChannels.set(relid, channel)
+      // Close: CLOSECHANNEL (not after a rescind), GPADLs torn down, RELID_RELEASED after a rescind.
+      yield* Effect.addFinalizer(() =>
+        Effect.suspend(() => {
+          this.retiredSignals += client.counters.signalsSent
+          client.closed = true
+          this.guestChannels.delete(relid)
+          if (!channel.rescinded) this.post("toHost", { _tag: "CloseChannel", childRelid: relid })
+          return this.teardownChannelGpadls(channel).pipe(
+            Effect.zipRight(Effect.sync(() => {
+              if (channel.rescinded) this.post("toHost", { _tag: "RelidReleased", childRelid: relid })
+              this.guestOffersChanged.notifyAll()
+            }))
+          )
+        })
+      )
+      return client as Transport.Endpoint
+    })
   }
 
-  private connect(record: OfferRecord, request: Transport.OpenRequest): { record: OfferRecord; client: EndpointState } {
-    const page = Ring.PAGE_SIZE
-    const sendBytes = request.outgoingRingPages * page
-    const receiveBytes = request.incomingRingPages * page
-    // One buffer, send ring then receive ring: the layout of the ring GPADL Linux creates.
-    const memory = new Uint8Array(new SharedArrayBuffer(sendBytes + receiveBytes))
-    const clientToServer = memory.subarray(0, sendBytes)
-    const serverToClient = memory.subarray(sendBytes)
-    Ring.initialize(clientToServer)
-    Ring.initialize(serverToClient)
-    const client = new EndpointState("client", record.identity, record.childRelid, clientToServer, serverToClient)
-    const server = new EndpointState("server", record.identity, record.childRelid, serverToClient, clientToServer)
-    client.peer = server
-    server.peer = client
-    record.client = client
-    record.server = server
-    this.opened++
-    if (record.accepting !== undefined) {
-      Deferred.unsafeDone(record.accepting, Effect.succeed(server))
-      record.accepting = undefined
-    }
-    return { record, client }
-  }
+  // ----- diagnostics -------------------------------------------------------------------------
 
-  /** Closes the server side of an open period (the host closing its end, as on a device reset). */
-  closeServerSide(endpoint: Transport.Endpoint): void {
-    for (const record of this.offers.values()) {
-      if (record.server === endpoint) {
-        record.client?.peerClosed("PeerClose")
-        this.retire(record)
-        this.offersChanged.notifyAll()
-        return
+  stats(): TransportStats {
+    let openChannels = 0
+    let signalsSent = this.retiredSignals
+    let outstandingTransactions = 0
+    let outstandingPackets = 0
+    for (const channel of this.guestChannels.values()) {
+      openChannels++
+      for (const endpoint of [channel.client, channel.client.peer]) {
+        signalsSent += endpoint.counters.signalsSent
+        outstandingTransactions += endpoint.counters.outstandingTransactions
+        outstandingPackets += endpoint.counters.outstandingPackets
       }
     }
+    let mapped = 0
+    for (const gpadl of this.hostGpadls.values()) if (gpadl.mappedBy !== undefined) mapped++
+    return {
+      offers: this.hostOffers.size,
+      openChannels,
+      channelsOpened: this.opened,
+      channelsClosed: this.closedCount,
+      signalsSent,
+      outstandingTransactions,
+      outstandingPackets,
+      gpadls: this.hostGpadls.size,
+      gpadlsMapped: mapped,
+      messagesToHost: this.messagesToHost,
+      messagesToGuest: this.messagesToGuest,
+      malformedMessages: this.malformed
+    }
+  }
+
+  openChannels(): ReadonlyArray<OpenChannelInfo> {
+    const result: Array<OpenChannelInfo> = []
+    for (const channel of this.guestChannels.values()) {
+      result.push({
+        childRelid: channel.childRelid,
+        identity: channel.client.identity,
+        clientToServer: channel.client.outgoing,
+        serverToClient: channel.client.incoming,
+        client: channel.client.counters,
+        server: channel.client.peer.counters
+      })
+    }
+    return result
   }
 }

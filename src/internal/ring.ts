@@ -354,7 +354,7 @@ export class IncomingRing {
     Atomics.store(this.control, L.READ_INDEX_WORD, next)
     this.committed = next
     if ((Atomics.load(this.control, L.FEATURE_BITS_WORD) & L.FEATURE_PENDING_SEND_SIZE) === 0) return false
-    const pending = Atomics.load(this.control, L.PENDING_SEND_SIZE_WORD) & ~7
+    const pending = (Atomics.load(this.control, L.PENDING_SEND_SIZE_WORD) & ~7) >>> 0 // unsigned: P >= 2^31 is "no request"
     if (pending === 0 || pending > this.dataSize - 8) return false
     const w = Atomics.load(this.control, L.WRITE_INDEX_WORD)
     // A bad write index gives no signal here; the next read reports the corruption.
