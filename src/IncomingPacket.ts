@@ -7,10 +7,18 @@
  * @since 0.1.0
  */
 import type * as Effect from "effect/Effect"
+import type * as Either from "effect/Either"
 import type * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
 import type * as Packet from "./Packet.js"
-import type { ChannelClosed, PacketAlreadyCompleted, PacketTooLarge } from "./VmbusError.js"
+import type {
+  ChannelClosed,
+  ExternalDataUnavailable,
+  GpadlUnavailable,
+  InvalidMemoryRange,
+  PacketAlreadyCompleted,
+  PacketTooLarge
+} from "./VmbusError.js"
 
 /**
  * @since 0.1.0
@@ -62,6 +70,31 @@ export interface IncomingPacket {
   readonly fail: (reason: string) => Effect.Effect<void, PacketAlreadyCompleted>
   /** The current disposition. */
   readonly disposition: Effect.Effect<Disposition>
+  /**
+   * The external data of a GPA-direct or transfer-page packet, one buffer per range. The views read
+   * and write the sender's memory and work only while the packet is pending: after completion they
+   * fail with `ExternalDataUnavailable` (KMCL: the MDL becomes invalid at `VmbChannelPacketComplete`).
+   */
+  readonly externalData: Effect.Effect<ReadonlyArray<ExternalBuffer>, ExternalDataUnavailable>
+}
+
+/**
+ * One range of external data.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ExternalBuffer {
+  readonly byteLength: number
+  /** Copies `length` bytes from `offset` (defaults: the whole range). */
+  readonly read: (
+    offset?: number,
+    length?: number
+  ) => Either.Either<Uint8Array, ExternalDataUnavailable | InvalidMemoryRange | GpadlUnavailable>
+  readonly write: (
+    offset: number,
+    data: Uint8Array
+  ) => Either.Either<void, ExternalDataUnavailable | InvalidMemoryRange | GpadlUnavailable>
 }
 
 /**

@@ -613,24 +613,25 @@ const utf16Schema = (field: Utf16): Schema.Schema<string> =>
       )
   })
 
-const fieldSchema = (field: AnyField | Struct<any>, fields: Fields): Schema.Schema<any> => {
+const fieldSchema = (field: AnyField | Struct<any>, fields: Fields): Schema.Schema.AnyNoContext => {
   if (isStruct(field)) return field.typeSchema
-  switch (field._tag) {
+  const f = field as AnyField
+  switch (f._tag) {
     case "UInt":
-      return uintSchema(field)
+      return uintSchema(f)
     case "U64":
       return U64Schema
     case "Guid":
       return GuidSchema
     case "Bytes":
-      return bytesSchema(field)
+      return bytesSchema(f)
     case "Utf16":
-      return utf16Schema(field)
+      return utf16Schema(f)
     case "Reserved":
-      return Schema.Never
+      return Schema.Unknown // never reached: reserved fields are not part of the type
     case "Array": {
-      const max = Math.min(field.maxLength ?? Number.MAX_SAFE_INTEGER, (fields[field.countField] as UInt).max)
-      return Schema.Array(field.element.typeSchema).pipe(Schema.maxItems(max))
+      const max = Math.min(f.maxLength ?? Number.MAX_SAFE_INTEGER, (fields[f.countField] as UInt).max)
+      return Schema.Array(f.element.typeSchema).pipe(Schema.maxItems(max)) as Schema.Schema.AnyNoContext
     }
   }
 }
@@ -661,7 +662,7 @@ const runDecode = (
       return Either.left(
         `${layout.identifier}: ${extra} unexpected trailing byte${extra === 1 ? "" : "s"} at offset ${r.offset}${
           layout.lastField === undefined ? "" : ` after field "${layout.lastField}"`
-        } (${layout.fixedSize === undefined ? "decoded" : "fixed size"} ${bytesRead} bytes, got ${input.length})`
+        } (${layout.fixedSize === undefined ? "decoded" : "struct is"} ${bytesRead} bytes, input is ${input.length})`
       )
     }
     return Either.right({ value, bytesRead })
@@ -693,7 +694,7 @@ const toParseError = (ast: SchemaAST.AST, actual: unknown, message: string): Par
 
 export const struct = <const F extends Fields>(fields: F, options?: StructOptions): Struct<F> => {
   const layout = compile(fields, options)
-  const schemas: Record<string, Schema.Schema<any>> = {}
+  const schemas: Record<string, Schema.Schema.AnyNoContext> = {}
   for (const [name, field] of Object.entries(fields)) {
     if (!isStruct(field) && (field as AnyField)._tag === "Reserved") continue
     if (!isStruct(field) && (field as AnyField)._tag === "UInt" && isCountField(fields, name)) continue
@@ -760,7 +761,7 @@ export const decodePrefix = <F extends Fields>(self: Struct<F>) =>
 export const encodeEither =
   <F extends Fields>(self: Struct<F>) => (value: StructType<F>): Either.Either<Uint8Array, ParseResult.ParseError> => {
     const result = runEncode(self[StructTypeId], value)
-    return Either.isRight(result) ? result : Either.left(toParseError(self.ast, value, result.left))
+    return Either.isRight(result) ? Either.right(result.right) : Either.left(toParseError(self.ast, value, result.left))
   }
 
 export const encodeInto = <F extends Fields>(self: Struct<F>) =>
@@ -770,22 +771,20 @@ export const encodeInto = <F extends Fields>(self: Struct<F>) =>
   offset: number = 0
 ): Either.Either<number, ParseResult.ParseError> => {
   const layout = self[StructTypeId]
-  try {
-    const size = layout.measure(value)
-    if (!Number.isSafeInteger(offset) || offset < 0 || offset + size > target.length) {
-      return Either.left(
-        toParseError(
-          self.ast,
-          value,
-          `${layout.identifier}: ${size} bytes do not fit at offset ${offset} of a ${target.length}-byte buffer`
-        )
+  const result = runEncode(layout, value)
+  if (Either.isLeft(result)) return Either.left(toParseError(self.ast, value, result.left))
+  const encoded = result.right
+  if (!Number.isSafeInteger(offset) || offset < 0 || offset + encoded.length > target.length) {
+    return Either.left(
+      toParseError(
+        self.ast,
+        value,
+        `${layout.identifier}: ${encoded.length} bytes do not fit at offset ${offset} of a ${target.length}-byte buffer`
       )
-    }
-    layout.write(new DataView(target.buffer, target.byteOffset, target.byteLength), target, offset, value)
-    return Either.right(size)
-  } catch (e) {
-    return Either.left(toParseError(self.ast, value, failureMessage(layout, rethrowUnlessFailure(e))))
+    )
   }
+  target.set(encoded, offset)
+  return Either.right(encoded.length)
 }
 
 export const decodeSync = <F extends Fields>(self: Struct<F>) => {

@@ -20,11 +20,24 @@ import type * as IncomingPacketNs from "../IncomingPacket.js"
 import { TypeId as IncomingPacketTypeId } from "../IncomingPacket.js"
 import type * as PacketNs from "../Packet.js"
 import * as Ring from "../Ring.js"
+import type { GuestBuffer } from "../GuestMemory.js"
 import * as Transport from "../Transport.js"
-import type { GpadlCreateFailed, GpadlTooLarge, OpenRejected, OutOfMemory, TransportError, Unsupported } from "../VmbusError.js"
+import type {
+  GpadlAlreadyMapped,
+  GpadlCreateFailed,
+  GpadlTooLarge,
+  GpadlUnavailable,
+  GpadlWriteMapOfReadOnly,
+  OpenRejected,
+  OutOfMemory,
+  TransportError
+} from "../VmbusError.js"
 import {
   Cancelled,
   ChannelClosed,
+  ExternalDataUnavailable,
+  InvalidMemoryRange,
+  Unsupported,
   type CloseReason,
   InvalidParameter,
   InvalidState,
@@ -100,6 +113,15 @@ export const decodeConfig = (input: ChannelConfigInput): Either.Either<ChannelCo
 // Public shapes
 // ---------------------------------------------------------------------------------------------
 
+/** A GPA range to send as external data. */
+export type ExternalRange = PacketNs.GpaRange
+
+/** Memory a transfer page set refers to: a guest buffer (client) or a GPADL mapping (server). */
+export type ExternalSource = GuestBuffer | Transport.GpadlView
+
+const isGuestBuffer = (u: GuestBuffer | ExternalRange | ExternalSource): u is GuestBuffer =>
+  "firstPfn" in u && "bytes" in u
+
 export type ChannelState = "Opening" | "Active" | "Paused" | "Closing" | "Closed"
 
 export interface ChannelStats {
@@ -129,6 +151,12 @@ export interface RequestOptions extends SendOptions {
   readonly timeout?: Duration.DurationInput | undefined
   /** External data as GPA ranges (a GPA-direct packet). */
   readonly ranges?: ReadonlyArray<PacketNs.GpaRange> | undefined
+  /**
+   * External data as guest buffers (a GPA-direct packet, one range per buffer). The buffers are pinned:
+   * they stay allocated, owned by the transaction, until its completion arrives or the open period
+   * ends — even if the requesting fiber is interrupted or the buffers' own scope closes first.
+   */
+  readonly external?: ReadonlyArray<GuestBuffer | ExternalRange> | undefined
   /** Run once the transaction is settled (completion arrived or the open period ended). */
   readonly onSettled?: (() => void) | undefined
 }
@@ -139,7 +167,13 @@ export type ReceiveError = ChannelClosed | RingCorrupt | MalformedPacket
 
 /** A reported, non-fatal problem on a channel (unknown completion, …) or the fatal one that ended it. */
 export interface ChannelEvent {
-  readonly _tag: "UnknownCompletion" | "DuplicateCompletion" | "RingCorrupt" | "PacketFailed" | "HandlerFailed"
+  readonly _tag:
+    | "UnknownCompletion"
+    | "DuplicateCompletion"
+    | "RingCorrupt"
+    | "PacketFailed"
+    | "HandlerFailed"
+    | "InvalidExternalData"
   readonly error: MalformedPacket | RingCorrupt
 }
 
@@ -169,6 +203,28 @@ export interface OpenedChannel extends Sender {
   readonly setTransactionQuota: (quota: number) => Effect.Effect<void, InvalidParameter>
   readonly stats: Effect.Effect<ChannelStats>
   readonly events: Stream.Stream<ChannelEvent>
+  /** Client: shares guest pages with the host as a GPADL (scoped; torn down on close). */
+  readonly createGpadl: (
+    range: Transport.GpadlRange,
+    options?: { readonly readOnly?: boolean | undefined }
+  ) => Effect.Effect<number, GpadlCreateFailed | GpadlTooLarge | InvalidParameter | ChannelClosed | Unsupported, Scope.Scope>
+  /** Server: maps a GPADL of this channel (scoped; one mapping at a time). */
+  readonly mapGpadl: (
+    handle: number,
+    options?: { readonly write?: boolean | undefined }
+  ) => Effect.Effect<
+    Transport.GpadlView,
+    GpadlUnavailable | GpadlAlreadyMapped | GpadlWriteMapOfReadOnly | Unsupported,
+    Scope.Scope
+  >
+  /**
+   * Registers a transfer page set: transfer-page packets naming `id` have their ranges resolved and
+   * bounds-checked against `buffer`. Scoped: unregistered when the scope closes.
+   */
+  readonly registerTransferPageSet: (
+    id: number,
+    buffer: ExternalSource
+  ) => Effect.Effect<void, InvalidParameter, Scope.Scope>
 }
 
 export interface Hooks<E = never> {
@@ -244,6 +300,11 @@ class PacketHandle implements IncomingPacketNs.IncomingPacket {
   readonly fail = (reason: string) => this.channel.failPacket(this, reason)
 
   readonly disposition = Effect.sync(() => this.state)
+
+  /** Set at delivery when the packet's external data failed validation; completed with failure. */
+  invalid: MalformedPacket | undefined = undefined
+
+  readonly externalData = Effect.suspend(() => this.channel.externalData(this))
 }
 
 export class ChannelImpl implements OpenedChannel {
@@ -267,6 +328,8 @@ export class ChannelImpl implements OpenedChannel {
   // receive side
   private readonly wake = new Doorbell()
   private readonly queue: Array<PacketHandle> = []
+  /** Packets whose external data failed validation, waiting to be completed with failure. */
+  private readonly rejected: Array<PacketHandle> = []
   /** Delivered packets not yet released (pending, or completing). */
   private readonly live = new Set<PacketHandle>()
   private readonly queueChanged = new Notifier()
@@ -537,15 +600,30 @@ export class ChannelImpl implements OpenedChannel {
           return Effect.fail(new TooManyTransactions({ limit: this.config.maxOutstandingTransactions }))
         }
         const transactionId = this.nextTransactionId++
-        const packet: P.Packet = options?.ranges === undefined
+        const ranges: Array<PacketNs.GpaRange> = [...(options?.ranges ?? [])]
+        const pinned: Array<() => void> = []
+        for (const item of options?.external ?? []) {
+          if (isGuestBuffer(item)) ranges.push({ byteCount: item.byteLength, byteOffset: 0, pfns: item.pfns })
+          else ranges.push(item)
+        }
+        const packet: P.Packet = ranges.length === 0
           ? { _tag: "InBand", transactionId, completionRequested: true, payload }
-          : { _tag: "GpaDirect", transactionId, completionRequested: true, ranges: options.ranges, payload }
+          : { _tag: "GpaDirect", transactionId, completionRequested: true, ranges, payload }
         if (packet._tag === "GpaDirect") {
           const invalid = P.validateOutgoing(packet)
           if (invalid !== undefined) return Effect.fail(invalid)
+          const memory = this.endpoint.memory
+          for (const item of options?.external ?? []) {
+            if (isGuestBuffer(item) && memory !== undefined) pinned.push(memory.pin(item))
+          }
+        }
+        const userSettled = options?.onSettled
+        const onSettled = pinned.length === 0 && userSettled === undefined ? undefined : () => {
+          for (const unpin of pinned) unpin()
+          userSettled?.()
         }
         const deferred = Deferred.unsafeMake<Uint8Array, ChannelClosed>(FiberId.none)
-        this.transactions.set(transactionId, { deferred, onSettled: options?.onSettled })
+        this.transactions.set(transactionId, { deferred, onSettled })
         this.endpoint.counters.outstandingTransactions = this.transactions.size
         const written = { done: false }
         return Effect.onExit(restore(this.writePacket(packet, options?.ifFull ?? "wait", written)), (exit) =>
@@ -554,7 +632,7 @@ export class ChannelImpl implements OpenedChannel {
             if (Exit.isFailure(exit) && !written.done && this.transactions.get(transactionId)?.deferred === deferred) {
               this.transactions.delete(transactionId)
               this.endpoint.counters.outstandingTransactions = this.transactions.size
-              options?.onSettled?.()
+              onSettled?.()
             }
           })).pipe(
             // Interruption of this wait stops only the wait: the id stays reserved until it completes (C8).
@@ -604,6 +682,14 @@ export class ChannelImpl implements OpenedChannel {
     this.endpoint.counters.outstandingPackets = this.outstanding
     const handle = new PacketHandle(this, packet)
     this.live.add(handle)
+    const invalid = this.checkExternal(packet)
+    if (invalid !== undefined) {
+      // Not delivered: completed with the failure payload by the receive loop.
+      handle.invalid = invalid
+      this.report({ _tag: "InvalidExternalData", error: invalid })
+      this.rejected.push(handle)
+      return
+    }
     this.queue.push(handle)
     this.queueChanged.notifyAll()
   }
@@ -653,7 +739,10 @@ export class ChannelImpl implements OpenedChannel {
         this.in.mask()
         const status = this.drain()
         if (status === "stop") return Effect.void
-        const flush = this.flushMetrics
+        const flush = this.rejected.length === 0 ? this.flushMetrics : Effect.zipRight(
+          Effect.forkDaemon(Effect.forEach(this.rejected.splice(0), (packet) => this.autoComplete(packet), { discard: true })),
+          this.flushMetrics
+        )
         if (status === "more") return Effect.zipRight(flush, Effect.zipRight(Effect.yieldNow(), Effect.suspend(step)))
         if (status === "idle") {
           const more = this.in.unmask()
@@ -922,6 +1011,145 @@ export class ChannelImpl implements OpenedChannel {
       Deferred.unsafeDone(transaction.deferred, Exit.fail(failure))
       transaction.onSettled?.()
     }
+  }
+
+  // ----- external data, GPADLs, transfer page sets -------------------------------------------
+
+  private readonly transferPageSets = new Map<number, ExternalSource>()
+
+  readonly registerTransferPageSet = (id: number, buffer: ExternalSource): Effect.Effect<void, InvalidParameter, Scope.Scope> =>
+    Effect.acquireRelease(
+      Effect.suspend(() => {
+        if (!Number.isInteger(id) || id < 0 || id > 0xffff) {
+          return Effect.fail(new InvalidParameter({ field: "transferPageSetId", reason: "must be a u16", value: id }))
+        }
+        if (this.transferPageSets.has(id)) {
+          return Effect.fail(new InvalidParameter({ field: "transferPageSetId", reason: "already registered", value: id }))
+        }
+        this.transferPageSets.set(id, buffer)
+        return Effect.void
+      }),
+      () => Effect.sync(() => this.transferPageSets.delete(id))
+    )
+
+  readonly createGpadl: OpenedChannel["createGpadl"] = (range, options) =>
+    Effect.suspend((): ReturnType<OpenedChannel["createGpadl"]> => {
+      const create = this.endpoint.createGpadl
+      if (create === undefined) {
+        return Effect.fail(new Unsupported({ capability: "createGpadl", reason: `not available on a ${this.role} endpoint of this transport` }))
+      }
+      return create(range, options)
+    })
+
+  readonly mapGpadl: OpenedChannel["mapGpadl"] = (handle, options) =>
+    Effect.suspend((): ReturnType<OpenedChannel["mapGpadl"]> => {
+      const map = this.endpoint.mapGpadl
+      if (map === undefined) {
+        return Effect.fail(new Unsupported({ capability: "mapGpadl", reason: `not available on a ${this.role} endpoint of this transport` }))
+      }
+      return map(handle, options)
+    })
+
+  /** Why the external data of a just-read packet is unacceptable, or undefined. */
+  private checkExternal(packet: PacketNs.Packet): MalformedPacket | undefined {
+    if (packet._tag === "GpaDirect") {
+      const problem = P.validateGpaRanges(packet.ranges)
+      if (problem !== undefined) return problem
+      if (packet.ranges.length > this.config.maxExternalPages) {
+        return new MalformedPacket({ reason: "too many GPA ranges", field: "range_cnt", value: packet.ranges.length })
+      }
+      let pages = 0
+      const memory = this.endpoint.memory
+      for (let i = 0; i < packet.ranges.length; i++) {
+        const range = packet.ranges[i]!
+        pages += range.pfns.length
+        if (memory === undefined) continue
+        for (const pfn of range.pfns) {
+          if (!memory.isAllocated(pfn)) {
+            return new MalformedPacket({ reason: "GPA range names a page outside guest memory", field: `gpa_range[${i}]`, value: pfn })
+          }
+        }
+      }
+      if (pages > this.config.maxExternalPages) {
+        return new MalformedPacket({ reason: "external data larger than maxExternalPages", field: "pfn_array", value: pages })
+      }
+      return undefined
+    }
+    if (packet._tag === "TransferPages") {
+      const set = this.transferPageSets.get(packet.transferPageSetId)
+      if (set === undefined) {
+        return new MalformedPacket({ reason: "unknown transfer page set", field: "xfer_pageset_id", value: packet.transferPageSetId })
+      }
+      const size = isGuestBuffer(set) ? set.byteLength : set.byteLength
+      for (let i = 0; i < packet.ranges.length; i++) {
+        const range = packet.ranges[i]!
+        if (range.byteOffset + range.byteCount > size) {
+          return new MalformedPacket({ reason: "transfer range outside the transfer page set", field: `ranges[${i}]`, value: range.byteOffset })
+        }
+      }
+    }
+    return undefined
+  }
+
+  /** Views of a packet's external data, usable only while the packet is pending. */
+  externalData(handle: PacketHandle): Effect.Effect<ReadonlyArray<IncomingPacketNs.ExternalBuffer>, ExternalDataUnavailable> {
+    return Effect.suspend(() => {
+      if (handle.state !== "pending") {
+        return Effect.fail(new ExternalDataUnavailable({ reason: "the packet is completed" }))
+      }
+      const packet = handle.packet
+      const gone = () => Either.left(new ExternalDataUnavailable({ reason: "the packet is completed" }))
+      const outside = (offset: number, length: number, size: number) =>
+        !Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > size
+      if (packet._tag === "GpaDirect") {
+        const memory = this.endpoint.memory
+        if (memory === undefined) return Effect.fail(new ExternalDataUnavailable({ reason: "the transport gives no access to guest memory" }))
+        return Effect.succeed(packet.ranges.map((range): IncomingPacketNs.ExternalBuffer => ({
+          byteLength: range.byteCount,
+          read: (offset = 0, length = range.byteCount - offset) => {
+            if (handle.state !== "pending") return gone()
+            if (outside(offset, length, range.byteCount)) return Either.left(new InvalidMemoryRange({ reason: "outside the range", offset, length }))
+            return memory.readSync(range.pfns, range.byteOffset + offset, length)
+          },
+          write: (offset, data) => {
+            if (handle.state !== "pending") return gone()
+            if (outside(offset, data.length, range.byteCount)) {
+              return Either.left(new InvalidMemoryRange({ reason: "outside the range", offset, length: data.length }))
+            }
+            return memory.writeSync(range.pfns, range.byteOffset + offset, data)
+          }
+        })))
+      }
+      if (packet._tag === "TransferPages") {
+        const set = this.transferPageSets.get(packet.transferPageSetId)
+        if (set === undefined) return Effect.fail(new ExternalDataUnavailable({ reason: "transfer page set no longer registered" }))
+        const readSet = (offset: number, length: number): Either.Either<Uint8Array, InvalidMemoryRange | GpadlUnavailable> =>
+          isGuestBuffer(set) ? Either.right(set.bytes.slice(offset, offset + length)) : set.read(offset, length)
+        const writeSet = (offset: number, data: Uint8Array): Either.Either<void, InvalidMemoryRange | GpadlUnavailable> => {
+          if (isGuestBuffer(set)) {
+            set.bytes.set(data, offset)
+            return Either.right(undefined)
+          }
+          return set.write(offset, data)
+        }
+        return Effect.succeed(packet.ranges.map((range): IncomingPacketNs.ExternalBuffer => ({
+          byteLength: range.byteCount,
+          read: (offset = 0, length = range.byteCount - offset) => {
+            if (handle.state !== "pending") return gone()
+            if (outside(offset, length, range.byteCount)) return Either.left(new InvalidMemoryRange({ reason: "outside the range", offset, length }))
+            return readSet(range.byteOffset + offset, length)
+          },
+          write: (offset, data) => {
+            if (handle.state !== "pending") return gone()
+            if (outside(offset, data.length, range.byteCount)) {
+              return Either.left(new InvalidMemoryRange({ reason: "outside the range", offset, length: data.length }))
+            }
+            return writeSet(range.byteOffset + offset, data)
+          }
+        })))
+      }
+      return Effect.fail(new ExternalDataUnavailable({ reason: "the packet carries no external data" }))
+    })
   }
 
   readonly stats: Effect.Effect<ChannelStats> = Effect.sync(() => ({

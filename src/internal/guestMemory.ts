@@ -58,6 +58,11 @@ export interface GuestMemoryShape {
   readonly freePages: Effect.Effect<number>
   readonly allocatedPages: Effect.Effect<number>
   readonly largestFreeRun: Effect.Effect<number>
+  /**
+   * Pins an allocation: if its scope closes while pinned, the pages are freed only when the last pin
+   * is released. A transaction pins the buffers it carries until its completion arrives.
+   */
+  readonly pin: (buffer: GuestBuffer) => () => void
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -300,15 +305,43 @@ export const unsafeMakeWith = (
     return Either.right({ pfns, firstPfn, pages, byteLength: pages * PAGE_SIZE, bytes })
   }
 
-  const release = (buffer: GuestBuffer): Effect.Effect<void> =>
-    Effect.sync(() => allocator.release(buffer.firstPfn - basePfn, buffer.pages))
+  // Pins by first page: count, and whether the owner's scope already closed.
+  const pins = new Map<number, { count: number; released: boolean; pages: number }>()
+  const pin = (buffer: GuestBuffer): (() => void) => {
+    const key = buffer.firstPfn - basePfn
+    let entry = pins.get(key)
+    if (entry === undefined) {
+      entry = { count: 0, released: false, pages: buffer.pages }
+      pins.set(key, entry)
+    }
+    entry.count++
+    let done = false
+    const current = entry
+    return () => {
+      if (done) return
+      done = true
+      current.count--
+      if (current.count === 0) {
+        pins.delete(key)
+        if (current.released) allocator.release(key, current.pages)
+      }
+    }
+  }
+
+  const releasePinned = (buffer: GuestBuffer): Effect.Effect<void> =>
+    Effect.sync(() => {
+      const entry = pins.get(buffer.firstPfn - basePfn)
+      if (entry !== undefined) entry.released = true
+      else allocator.release(buffer.firstPfn - basePfn, buffer.pages)
+    })
 
   return {
     [TypeId]: TypeId,
     basePfn,
     totalPages,
     buffer,
-    allocate: (pages) => Effect.acquireRelease(Effect.suspend(() => acquire(pages)), release),
+    allocate: (pages) => Effect.acquireRelease(Effect.suspend(() => acquire(pages)), releasePinned),
+    pin,
     read: (pfns, byteOffset, length) => Effect.suspend(() => readSync(pfns, byteOffset, length)),
     write: (pfns, byteOffset, data) => Effect.suspend(() => writeSync(pfns, byteOffset, data)),
     readSync,
