@@ -219,16 +219,18 @@ export const decode = (bytes: Uint8Array, at?: number): Packet | RingCorrupt => 
   if (bytes.length < L.DESCRIPTOR_SIZE || bytes.length % 8 !== 0) {
     return corrupt("packet shorter than a descriptor or not a multiple of 8", "len8", at, bytes.length)
   }
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-  const type = view.getUint16(0, true)
-  const offset = view.getUint16(2, true) * 8
-  const length = view.getUint16(4, true) * 8
-  const flags = view.getUint16(6, true)
+  const type = bytes[0]! | (bytes[1]! << 8)
+  const offset = (bytes[2]! | (bytes[3]! << 8)) * 8
+  const length = (bytes[4]! | (bytes[5]! << 8)) * 8
+  const flags = bytes[6]! | (bytes[7]! << 8)
   if (length !== bytes.length) return corrupt("len8 does not match the packet length", "len8", at, length / 8)
   if (offset < L.DESCRIPTOR_SIZE || offset > length) return corrupt("offset8 out of range", "offset8", at, offset / 8)
   if ((flags & ~L.FLAG_COMPLETION_REQUESTED) !== 0) return corrupt("unknown flag bits", "flags", at, flags)
   const completionRequested = flags === L.FLAG_COMPLETION_REQUESTED
-  const transactionId = view.getBigUint64(8, true)
+  const low = (bytes[8]! | (bytes[9]! << 8) | (bytes[10]! << 16) | (bytes[11]! << 24)) >>> 0
+  const high = (bytes[12]! | (bytes[13]! << 8) | (bytes[14]! << 16) | (bytes[15]! << 24)) >>> 0
+  // Exact as a number below 2^53; BigInt arithmetic only for the rare larger ids.
+  const transactionId = high < 0x20_0000 ? BigInt(high * 0x1_0000_0000 + low) : (BigInt(high) << 32n) | BigInt(low)
   const payload = bytes.subarray(offset, length)
   switch (type) {
     case L.PACKET_TYPE_IN_BAND:
@@ -236,6 +238,11 @@ export const decode = (bytes: Uint8Array, at?: number): Packet | RingCorrupt => 
     case L.PACKET_TYPE_COMPLETION:
       // A completion requesting a completion has no meaning; OpenVMM accepts the bit, so do we.
       return { _tag: "Completion", transactionId, payload }
+    default:
+      break
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  switch (type) {
     case L.PACKET_TYPE_TRANSFER_PAGES: {
       if (offset < L.DESCRIPTOR_SIZE + L.EXTENDED_HEADER_SIZE) {
         return corrupt("transfer-page packet without its sub-header", "offset8", at, offset / 8)

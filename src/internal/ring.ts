@@ -102,6 +102,7 @@ export class OutgoingRing {
   private readonly scratchView = new DataView(this.scratch.buffer)
   private readonly trailer = new Uint8Array(8)
   private readonly trailerView = new DataView(this.trailer.buffer)
+  private readonly dataView: DataView
 
   private constructor(r: RingRegion, own: number, options?: RingOptions) {
     this.control = r.control
@@ -110,6 +111,7 @@ export class OutgoingRing {
     this.committed = own
     this.cursor = own
     this.strict = options?.strict === true
+    this.dataView = new DataView(r.data.buffer, r.data.byteOffset, r.data.byteLength)
   }
 
   /** Attaches to a ring whose control page is already initialised; our own index is read once. */
@@ -170,6 +172,25 @@ export class OutgoingRing {
     if (free <= total) return new RingFull({ required: total, available: free })
     const start = this.cursor
     const size = this.dataSize
+    if (start + total <= size && packet._tag !== "GpaDirect" && packet._tag !== "TransferPages") {
+      // Fast path: no wrap, no sub-header — fields straight into the ring.
+      const data = this.data
+      const view = this.dataView
+      view.setUint16(start, packet._tag === "InBand" ? L.PACKET_TYPE_IN_BAND : L.PACKET_TYPE_COMPLETION, true)
+      view.setUint16(start + 2, 2, true)
+      view.setUint16(start + 4, length >>> 3, true)
+      view.setUint16(start + 6, packet._tag === "InBand" && packet.completionRequested ? 1 : 0, true)
+      view.setBigUint64(start + 8, packet.transactionId, true)
+      const payloadLength = packet.payload.length
+      data.set(packet.payload, start + 16)
+      const end = start + length
+      for (let i = start + 16 + payloadLength; i < end; i++) data[i] = 0
+      view.setUint32(end, 0, true)
+      view.setUint32(end + 4, start, true)
+      const next = end + 8
+      this.cursor = next === size ? 0 : next
+      return undefined
+    }
     let scratch = this.scratch
     let scratchView = this.scratchView
     if (header > scratch.length) {
@@ -310,9 +331,17 @@ export class IncomingRing {
     if (avail < L.DESCRIPTOR_SIZE + L.TRAILER_SIZE) {
       return new RingCorrupt({ reason: "fewer bytes than a packet while not empty", field: "write_index", offset: at, value: avail })
     }
-    copyOut(this.data, size, at, this.descriptor, 0, L.DESCRIPTOR_SIZE)
-    const offset = this.descriptorView.getUint16(2, true) * 8
-    const length = this.descriptorView.getUint16(4, true) * 8
+    let offset: number
+    let length: number
+    if (at + L.DESCRIPTOR_SIZE <= size) {
+      const data = this.data
+      offset = (data[at + 2]! | (data[at + 3]! << 8)) * 8
+      length = (data[at + 4]! | (data[at + 5]! << 8)) * 8
+    } else {
+      copyOut(this.data, size, at, this.descriptor, 0, L.DESCRIPTOR_SIZE)
+      offset = this.descriptorView.getUint16(2, true) * 8
+      length = this.descriptorView.getUint16(4, true) * 8
+    }
     if (length < L.DESCRIPTOR_SIZE || length + L.TRAILER_SIZE > avail) {
       return new RingCorrupt({ reason: "packet length outside the available bytes", field: "len8", offset: at, value: length / 8 })
     }
@@ -323,8 +352,13 @@ export class IncomingRing {
       return new BufferTooSmall({ required: length, available: this.maxPacketLength })
     }
     // Copy out before parsing, then pin the validated lengths into the private copy (double-fetch defence).
-    const bytes = new Uint8Array(length)
-    copyOut(this.data, size, at, bytes, 0, length)
+    let bytes: Uint8Array
+    if (at + length <= size) {
+      bytes = this.data.slice(at, at + length)
+    } else {
+      bytes = new Uint8Array(length)
+      copyOut(this.data, size, at, bytes, 0, length)
+    }
     bytes[2] = offset >>> 3
     bytes[3] = offset >>> 11
     bytes[4] = length >>> 3
