@@ -80,7 +80,7 @@ type ReservedKeys<F extends Fields> = { [K in keyof F]: F[K] extends Reserved ? 
 
 export type FieldType<X> = X extends Struct<infer G> ? StructType<G> : X extends Field<infer A> ? A : never
 
-export type StructType<F extends Fields> = Types.Simplify<
+export type StructType<F extends Fields> = 0 extends (1 & F) ? any : Types.Simplify<
   { readonly [K in Exclude<keyof F, CountKeys<F> | ReservedKeys<F>>]: FieldType<F[K]> }
 >
 
