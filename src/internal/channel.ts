@@ -1,5 +1,6 @@
 // The KMCL model over a transport endpoint: lifecycle, transactions, exactly-once completion, quota,
 // flow control. Ring work is synchronous and batched; Effect wraps whole packets or batches.
+import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -196,7 +197,8 @@ export interface OpenedChannel extends Sender {
   readonly take: Effect.Effect<IncomingPacketNs.IncomingPacket, ReceiveError, Scope.Scope>
   readonly packets: Stream.Stream<IncomingPacketNs.IncomingPacket, ReceiveError>
   readonly serve: <E, R>(
-    handler: (packet: IncomingPacketNs.IncomingPacket) => Effect.Effect<Uint8Array | void, E, R | Scope.Scope>
+    handler: (packet: IncomingPacketNs.IncomingPacket) => Effect.Effect<Uint8Array | void, E, R | Scope.Scope>,
+    options?: { readonly concurrency?: number | undefined }
   ) => Effect.Effect<void, ReceiveError, Exclude<R, Scope.Scope>>
   readonly pause: Effect.Effect<void, InvalidState>
   readonly start: Effect.Effect<void, InvalidState>
@@ -646,7 +648,10 @@ export class ChannelImpl implements OpenedChannel {
         duration: options.timeout,
         onTimeout: () => new Cancelled({ reason: `no completion within ${Duration.format(Duration.decode(options.timeout!))}` })
       })
-    return Effect.withSpan(timed, "vmbus.channel.request", { attributes: { channel: this.childRelid } })
+    return Effect.withSpan(timed, "vmbus.channel.request", {
+      attributes: { channel: this.childRelid },
+      captureStackTrace: false
+    })
   }
 
   // ----- receiving ---------------------------------------------------------------------------
@@ -739,9 +744,10 @@ export class ChannelImpl implements OpenedChannel {
         this.in.mask()
         const status = this.drain()
         if (status === "stop") return Effect.void
-        const flush = this.rejected.length === 0 ? this.flushMetrics : Effect.zipRight(
+        const flush0 = this.metricsDue() ? this.flushMetrics : Effect.void
+        const flush = this.rejected.length === 0 ? flush0 : Effect.zipRight(
           Effect.forkDaemon(Effect.forEach(this.rejected.splice(0), (packet) => this.autoComplete(packet), { discard: true })),
-          this.flushMetrics
+          flush0
         )
         if (status === "more") return Effect.zipRight(flush, Effect.zipRight(Effect.yieldNow(), Effect.suspend(step)))
         if (status === "idle") {
@@ -756,6 +762,14 @@ export class ChannelImpl implements OpenedChannel {
       })
     return step()
   })
+
+  /** Metrics are flushed every 256 events (and at close), not per wake-up: the flush costs microseconds. */
+  private metricsDue(): boolean {
+    const now = this.counters
+    const before = this.flushed
+    return now.packetsSent + now.packetsReceived + now.completionsReceived + now.signalsReceived -
+        (before.packetsSent + before.packetsReceived + before.completionsReceived + before.signalsReceived) >= 256
+  }
 
   private readonly flushMetrics: Effect.Effect<void> = Effect.suspend(() => {
     const now = this.counters
@@ -812,42 +826,74 @@ export class ChannelImpl implements OpenedChannel {
     Stream.catchAll((error) => error._tag === "ChannelClosed" && error.reason === "LocalClose" ? Stream.empty : Stream.fail(error))
   )
 
-  readonly serve = <E, R>(
+  /** Waits (interruptibly) until a packet is queued; fails once the open period has ended. */
+  private readonly waitForPacket: Effect.Effect<void, ReceiveError> = Effect.suspend(() => {
+    const seen = this.queueChanged.current
+    if (this.queue.length > 0) return Effect.void
+    if (this.terminal !== undefined) return Effect.fail(this.terminal)
+    if (this.current === "Closing" || this.current === "Closed") {
+      return Effect.fail(new ChannelClosed({ reason: "LocalClose" }))
+    }
+    return Effect.zipRight(this.queueChanged.waitAfter(seen), this.waitForPacket)
+  })
+
+  /**
+   * Runs the handler on one packet. The hand-over and the completion guard are uninterruptible, so
+   * the packet is completed exactly once: with the handler's result, or with the failure payload if
+   * the handler fails, dies or is interrupted.
+   */
+  private handleOne<E, R>(
     handler: (packet: IncomingPacketNs.IncomingPacket) => Effect.Effect<Uint8Array | void, E, R | Scope.Scope>
-  ): Effect.Effect<void, ReceiveError, Exclude<R, Scope.Scope>> =>
-    Effect.gen(this, function*() {
-      const fibers = new Set<Fiber.RuntimeFiber<void, never>>()
-      const one = Effect.gen(this, function*() {
-        const scope = yield* Scope.make()
-        const packet = yield* Scope.extend(this.take, scope).pipe(
-          Effect.tapError(() => Scope.close(scope, Exit.void))
-        )
-        const work = Effect.suspend(() => handler(packet)).pipe(
-          Scope.extend(scope),
-          Effect.flatMap((result) => packet.complete(result instanceof Uint8Array ? result : EMPTY)),
-          Effect.tapErrorCause((cause) =>
-            Effect.sync(() => {
-              this.counters.handlerFailures++
-            }).pipe(Effect.zipRight(Effect.logDebug("vmbus: packet handler failed", cause)))
-          ),
+  ): Effect.Effect<void, never, Exclude<R, Scope.Scope>> {
+    return Effect.uninterruptibleMask((restore) =>
+      Effect.suspend(() => {
+        const packet = this.queue.shift()
+        if (packet === undefined) return Effect.void
+        return restore(Effect.scoped(Effect.suspend(() => handler(packet)))).pipe(
           Effect.exit,
-          Effect.flatMap((exit) => Scope.close(scope, exit))
-        ) as Effect.Effect<void, never, Exclude<R, Scope.Scope>>
-        const fiber = yield* Effect.forkDaemon(work)
-        fibers.add(fiber)
-        this.handlerFibers.add(fiber)
-        fiber.addObserver(() => {
-          fibers.delete(fiber)
-          this.handlerFibers.delete(fiber)
-        })
+          Effect.flatMap((exit) => {
+            if (Exit.isSuccess(exit)) {
+              const result = exit.value
+              return Effect.ignore(packet.complete(result instanceof Uint8Array ? result : EMPTY))
+            }
+            this.counters.handlerFailures++
+            return Effect.zipRight(
+              this.autoComplete(packet),
+              Exit.isInterrupted(exit) ? Effect.void : Effect.logDebug("vmbus: packet handler failed", exit.cause)
+            )
+          })
+        )
       })
-      return yield* Effect.forever(one).pipe(
+    ) as Effect.Effect<void, never, Exclude<R, Scope.Scope>>
+  }
+
+  readonly serve = <E, R>(
+    handler: (packet: IncomingPacketNs.IncomingPacket) => Effect.Effect<Uint8Array | void, E, R | Scope.Scope>,
+    options?: { readonly concurrency?: number | undefined }
+  ): Effect.Effect<void, ReceiveError, Exclude<R, Scope.Scope>> =>
+    Effect.suspend(() => {
+      // A fixed set of workers, as many as packets may be outstanding: no fiber per packet.
+      const workers = Math.max(1, Math.min(options?.concurrency ?? this.quota, 1024))
+      const worker = Effect.forever(Effect.zipRight(this.waitForPacket, this.handleOne(handler)))
+      const fibers: Array<Fiber.RuntimeFiber<never, ReceiveError>> = []
+      return Effect.gen(this, function*() {
+        for (let i = 0; i < workers; i++) {
+          const fiber = yield* Effect.forkDaemon(worker)
+          fibers.push(fiber)
+          this.handlerFibers.add(fiber)
+        }
+        for (const fiber of fibers) yield* Fiber.join(fiber)
+      }).pipe(
         Effect.catchAll((error) =>
           error._tag === "ChannelClosed" && error.reason === "LocalClose" ? Effect.void : Effect.fail(error)
         ),
-        Effect.ensuring(Effect.suspend(() => Fiber.interruptAll(fibers)))
+        Effect.catchAllCause((cause) => Cause.isInterruptedOnly(cause) ? Effect.void : Effect.failCause(cause)),
+        Effect.ensuring(Effect.suspend(() => {
+          for (const fiber of fibers) this.handlerFibers.delete(fiber)
+          return Fiber.interruptAll(fibers)
+        }))
       )
-    })
+    }) as Effect.Effect<void, ReceiveError, Exclude<R, Scope.Scope>>
 
   // ----- completing --------------------------------------------------------------------------
 
