@@ -12,18 +12,19 @@ import * as ChannelMessage from "../ChannelMessage.js"
 import type * as GuestMemory from "../GuestMemory.js"
 import * as Ring from "../Ring.js"
 import type * as Transport from "../Transport.js"
-import type { CloseReason } from "../VmbusError.js"
+import type { CloseReason ,
+  GpadlTooLarge,
+  OutOfMemory
+} from "../VmbusError.js"
 import {
   ChannelClosed,
   GpadlAlreadyMapped,
   GpadlCreateFailed,
-  GpadlTooLarge,
   GpadlUnavailable,
   GpadlWriteMapOfReadOnly,
   InvalidMemoryRange,
   InvalidParameter,
-  OpenRejected,
-  OutOfMemory
+  OpenRejected
 } from "../VmbusError.js"
 import { Notifier } from "./notifier.js"
 
