@@ -98,8 +98,9 @@ export const create = (
 > =>
   Effect.suspend(() => {
     const range = toRange(source)
+    const buffer = "firstPfn" in source ? (source as GuestMemory.GuestBuffer) : undefined
     return Effect.map(
-      channel.createGpadl(range, options),
+      channel.createGpadl(range, { readOnly: options?.readOnly, buffer }),
       (handle): Gpadl => ({ handle, range, readOnly: options?.readOnly === true })
     )
   }).pipe(Effect.withSpan("vmbus.gpadl.create"))

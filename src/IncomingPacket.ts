@@ -15,6 +15,7 @@ import type {
   ChannelClosed,
   ExternalDataUnavailable,
   GpadlUnavailable,
+  GpadlWriteMapOfReadOnly,
   InvalidMemoryRange,
   PacketAlreadyCompleted,
   PacketTooLarge
@@ -94,7 +95,7 @@ export interface ExternalBuffer {
   readonly write: (
     offset: number,
     data: Uint8Array
-  ) => Either.Either<void, ExternalDataUnavailable | InvalidMemoryRange | GpadlUnavailable>
+  ) => Either.Either<void, ExternalDataUnavailable | InvalidMemoryRange | GpadlUnavailable | GpadlWriteMapOfReadOnly>
 }
 
 /**

@@ -10,7 +10,7 @@ import * as Context from "effect/Context"
 import type * as Effect from "effect/Effect"
 import type * as Either from "effect/Either"
 import type * as Scope from "effect/Scope"
-import type { GuestMemoryShape } from "./GuestMemory.js"
+import type { GuestBuffer, GuestMemoryShape } from "./GuestMemory.js"
 import type {
   ChannelClosed,
   CloseReason,
@@ -113,7 +113,11 @@ export interface Endpoint {
   readonly createGpadl:
     | ((
       range: GpadlRange,
-      options?: { readonly readOnly?: boolean | undefined }
+      options?: {
+        readonly readOnly?: boolean | undefined
+        /** The guest buffer the range belongs to: pinned until the GPADL is torn down. */
+        readonly buffer?: GuestBuffer | undefined
+      }
     ) => Effect.Effect<number, GpadlCreateFailed | GpadlTooLarge | InvalidParameter | ChannelClosed, Scope.Scope>)
     | undefined
   /**
@@ -152,7 +156,10 @@ export interface GpadlView {
   readonly byteLength: number
   readonly writable: boolean
   readonly read: (offset: number, length: number) => Either.Either<Uint8Array, InvalidMemoryRange | GpadlUnavailable>
-  readonly write: (offset: number, data: Uint8Array) => Either.Either<void, InvalidMemoryRange | GpadlUnavailable>
+  readonly write: (
+    offset: number,
+    data: Uint8Array
+  ) => Either.Either<void, InvalidMemoryRange | GpadlUnavailable | GpadlWriteMapOfReadOnly>
 }
 
 /**

@@ -51,7 +51,7 @@ import {
   TooManyTransactions
 } from "../VmbusError.js"
 import * as L from "./layout.js"
-import { Doorbell, Notifier } from "./notifier.js"
+import { Doorbell, Notifier, WaitQueue } from "./notifier.js"
 import * as P from "./packet.js"
 
 // ---------------------------------------------------------------------------------------------
@@ -208,7 +208,7 @@ export interface OpenedChannel extends Sender {
   /** Client: shares guest pages with the host as a GPADL (scoped; torn down on close). */
   readonly createGpadl: (
     range: Transport.GpadlRange,
-    options?: { readonly readOnly?: boolean | undefined }
+    options?: { readonly readOnly?: boolean | undefined; readonly buffer?: GuestBuffer | undefined }
   ) => Effect.Effect<number, GpadlCreateFailed | GpadlTooLarge | InvalidParameter | ChannelClosed | Unsupported, Scope.Scope>
   /** Server: maps a GPADL of this channel (scoped; one mapping at a time). */
   readonly mapGpadl: (
@@ -334,7 +334,9 @@ export class ChannelImpl implements OpenedChannel {
   private readonly rejected: Array<PacketHandle> = []
   /** Delivered packets not yet released (pending, or completing). */
   private readonly live = new Set<PacketHandle>()
-  private readonly queueChanged = new Notifier()
+  private readonly packetWaiters = new WaitQueue()
+  private readonly packetReady = (): boolean =>
+    this.queue.length > 0 || this.terminal !== undefined || this.current === "Closing" || this.current === "Closed"
   private outstanding = 0
   private readonly outstandingChanged = new Notifier()
   private quota: number
@@ -431,7 +433,7 @@ export class ChannelImpl implements OpenedChannel {
       transaction.onSettled?.()
     }
     this.spaceChanged.notifyAll()
-    this.queueChanged.notifyAll()
+    this.packetWaiters.wakeAll()
     this.outstandingChanged.notifyAll()
     this.wake.ring()
   }
@@ -696,7 +698,7 @@ export class ChannelImpl implements OpenedChannel {
       return
     }
     this.queue.push(handle)
-    this.queueChanged.notifyAll()
+    this.packetWaiters.wakeOne()
   }
 
   /** Reads one batch. Returns what the receive loop should do next. */
@@ -804,7 +806,6 @@ export class ChannelImpl implements OpenedChannel {
    * one synchronous step inside the acquisition, so a packet is never lost between the two.
    */
   readonly take: Effect.Effect<IncomingPacketNs.IncomingPacket, ReceiveError, Scope.Scope> = Effect.suspend(() => {
-    const seen = this.queueChanged.current
     return Effect.acquireRelease(
       Effect.sync(() => this.queue.shift()),
       (packet) => (packet === undefined ? Effect.void : this.autoComplete(packet))
@@ -815,26 +816,49 @@ export class ChannelImpl implements OpenedChannel {
         if (this.current === "Closing" || this.current === "Closed") {
           return Effect.fail(new ChannelClosed({ reason: "LocalClose" }))
         }
-        return Effect.zipRight(this.queueChanged.waitAfter(seen), this.take)
+        return Effect.zipRight(this.packetWaiters.waitUntil(this.packetReady), this.take)
       })
     )
   })
 
-  readonly packets: Stream.Stream<IncomingPacketNs.IncomingPacket, ReceiveError> = Stream.forever(
-    Stream.scoped(this.take)
-  ).pipe(
-    Stream.catchAll((error) => error._tag === "ChannelClosed" && error.reason === "LocalClose" ? Stream.empty : Stream.fail(error))
-  )
+  /**
+   * The incoming packets as a stream. Each packet is owned by the consumer until it pulls the next
+   * one (or the stream ends): a packet not completed by then is completed with the failure payload —
+   * the lifetime `Stream.scoped` would give, without a scope per element.
+   */
+  get packets(): Stream.Stream<IncomingPacketNs.IncomingPacket, ReceiveError> {
+    return Stream.suspend(() => {
+      let previous: PacketHandle | undefined
+      const settlePrevious = Effect.suspend(() => {
+        const packet = previous
+        previous = undefined
+        return packet === undefined ? Effect.void : this.autoComplete(packet)
+      })
+      const next: Effect.Effect<PacketHandle, ReceiveError> = Effect.suspend(() => {
+        const packet = this.queue.shift()
+        if (packet !== undefined) {
+          previous = packet
+          return Effect.succeed(packet)
+        }
+        return Effect.zipRight(this.waitForPacket, next)
+      })
+      const pull = Effect.zipRight(settlePrevious, next).pipe(
+        Effect.mapError((error) =>
+          error._tag === "ChannelClosed" && error.reason === "LocalClose" ? Option.none() : Option.some(error)
+        )
+      )
+      return Stream.repeatEffectOption(pull).pipe(Stream.ensuring(settlePrevious))
+    })
+  }
 
   /** Waits (interruptibly) until a packet is queued; fails once the open period has ended. */
   private readonly waitForPacket: Effect.Effect<void, ReceiveError> = Effect.suspend(() => {
-    const seen = this.queueChanged.current
     if (this.queue.length > 0) return Effect.void
     if (this.terminal !== undefined) return Effect.fail(this.terminal)
     if (this.current === "Closing" || this.current === "Closed") {
       return Effect.fail(new ChannelClosed({ reason: "LocalClose" }))
     }
-    return Effect.zipRight(this.queueChanged.waitAfter(seen), this.waitForPacket)
+    return Effect.zipRight(this.packetWaiters.waitUntil(this.packetReady), this.waitForPacket)
   })
 
   /**
@@ -873,7 +897,7 @@ export class ChannelImpl implements OpenedChannel {
   ): Effect.Effect<void, ReceiveError, Exclude<R, Scope.Scope>> =>
     Effect.suspend(() => {
       // A fixed set of workers, as many as packets may be outstanding: no fiber per packet.
-      const workers = Math.max(1, Math.min(options?.concurrency ?? this.quota, 1024))
+      const workers = Math.max(1, Math.min(options?.concurrency ?? Math.min(this.quota, 64), 1024))
       const worker = Effect.forever(Effect.zipRight(this.waitForPacket, this.handleOne(handler)))
       const fibers: Array<Fiber.RuntimeFiber<never, ReceiveError>> = []
       return Effect.gen(this, function*() {
@@ -960,7 +984,7 @@ export class ChannelImpl implements OpenedChannel {
       this.delivering = false
       if (this.terminal === undefined) this.terminal = error
       this.release(packet)
-      this.queueChanged.notifyAll()
+      this.packetWaiters.wakeAll()
       return Effect.void
     })
   }
@@ -1073,9 +1097,15 @@ export class ChannelImpl implements OpenedChannel {
           return Effect.fail(new InvalidParameter({ field: "transferPageSetId", reason: "already registered", value: id }))
         }
         this.transferPageSets.set(id, buffer)
-        return Effect.void
+        // A guest buffer backing the set stays allocated while registered.
+        const memory = this.endpoint.memory
+        return Effect.succeed(isGuestBuffer(buffer) && memory !== undefined ? memory.pin(buffer) : undefined)
       }),
-      () => Effect.sync(() => this.transferPageSets.delete(id))
+      (unpin) =>
+        Effect.sync(() => {
+          this.transferPageSets.delete(id)
+          unpin?.()
+        })
     )
 
   readonly createGpadl: OpenedChannel["createGpadl"] = (range, options) =>
@@ -1171,7 +1201,10 @@ export class ChannelImpl implements OpenedChannel {
         if (set === undefined) return Effect.fail(new ExternalDataUnavailable({ reason: "transfer page set no longer registered" }))
         const readSet = (offset: number, length: number): Either.Either<Uint8Array, InvalidMemoryRange | GpadlUnavailable> =>
           isGuestBuffer(set) ? Either.right(set.bytes.slice(offset, offset + length)) : set.read(offset, length)
-        const writeSet = (offset: number, data: Uint8Array): Either.Either<void, InvalidMemoryRange | GpadlUnavailable> => {
+        const writeSet = (
+          offset: number,
+          data: Uint8Array
+        ): Either.Either<void, InvalidMemoryRange | GpadlUnavailable | GpadlWriteMapOfReadOnly> => {
           if (isGuestBuffer(set)) {
             set.bytes.set(data, offset)
             return Either.right(undefined)
@@ -1227,6 +1260,7 @@ export class ChannelImpl implements OpenedChannel {
       const wasRunning = this.current === "Active"
       this.delivering = false
       yield* this.setState("Closing")
+      this.packetWaiters.wakeAll()
       if (wasRunning && this.hooks.onSuspend) yield* this.hooks.onSuspend
       yield* this.drainOutstanding
       this.endOpenPeriod("LocalClose", new ChannelClosed({ reason: "LocalClose" }))

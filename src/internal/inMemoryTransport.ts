@@ -428,7 +428,7 @@ export class Bus {
           },
           write: (offset, data) => {
             if (!valid) return revoked()
-            if (!write) return Either.left(new GpadlUnavailable({ handle, reason: "Unknown" }))
+            if (!write) return Either.left(new GpadlWriteMapOfReadOnly({ handle }))
             const bad = check(offset, data.length)
             if (bad !== undefined) return Either.left(bad)
             return this.memory.writeSync(gpadl.pfns, gpadl.byteOffset + offset, data)
@@ -611,7 +611,7 @@ export class Bus {
   createGpadl(
     childRelid: number,
     range: { readonly pfns: ReadonlyArray<number>; readonly byteOffset?: number | undefined; readonly byteCount?: number | undefined },
-    options?: { readonly readOnly?: boolean | undefined },
+    options?: { readonly readOnly?: boolean | undefined; readonly buffer?: GuestMemory.GuestBuffer | undefined },
     channel?: GuestChannel
   ): Effect.Effect<number, GpadlCreateFailed | GpadlTooLarge | InvalidParameter | ChannelClosed, Scope.Scope> {
     const teardown = (handle: number): Effect.Effect<void> =>
@@ -624,7 +624,7 @@ export class Bus {
         this.post("toHost", { _tag: "GpadlTeardown", childRelid, handle })
         return Deferred.await(deferred)
       })
-    type Created = { handle: number; created: Deferred.Deferred<number> }
+    type Created = { handle: number; created: Deferred.Deferred<number>; unpin: (() => void) | undefined }
     return Effect.acquireRelease(
       Effect.suspend((): Effect.Effect<Created, GpadlCreateFailed | GpadlTooLarge | InvalidParameter | ChannelClosed> => {
         if (channel !== undefined && (channel.rescinded || channel.client.closed)) {
@@ -644,10 +644,13 @@ export class Bus {
         if (options?.readOnly === true) this.readOnlyHint.add(handle)
         this.liveGpadls.add(handle)
         channel?.gpadls.add(handle)
+        // KMCL: the buffer stays locked until teardown, even if its own scope closes first.
+        const unpin = options?.buffer === undefined ? undefined : this.memory.pin(options.buffer)
         for (const message of messages.right) this.post("toHost", message)
-        return Effect.succeed({ handle, created })
+        return Effect.succeed({ handle, created, unpin })
       }),
-      ({ handle }) => teardown(handle)
+      // One finalizer for both, so an interrupted close cannot skip the unpin.
+      ({ handle, unpin }) => Effect.ensuring(teardown(handle), Effect.sync(() => unpin?.()))
     ).pipe(
       Effect.flatMap(({ created, handle }) =>
         Effect.flatMap(Deferred.await(created), (status): Effect.Effect<number, GpadlCreateFailed> =>
@@ -749,6 +752,8 @@ export class Bus {
         rescinded: false
       }
       const ringGpadl = yield* this.createGpadl(relid, { pfns: buffer.pfns }, undefined)
+      // Torn down by the close itself, before RELID_RELEASED (the acquisition's own release is then a no-op).
+      channel.gpadls.add(ringGpadl)
       const clientToServer = buffer.bytes.subarray(0, request.outgoingRingPages * Ring.PAGE_SIZE)
       const serverToClient = buffer.bytes.subarray(request.outgoingRingPages * Ring.PAGE_SIZE)
       Ring.initialize(clientToServer)

@@ -63,3 +63,38 @@ export class Doorbell {
     })
   })
 }
+
+/**
+ * Waiters woken one at a time (a packet for one worker), or all at once (the channel closed). The
+ * readiness check runs inside the registration, so no wake-up falls between check and wait.
+ */
+export class WaitQueue {
+  private waiters: Array<(effect: Effect.Effect<void>) => void> = []
+
+  wakeOne(): void {
+    const resume = this.waiters.shift()
+    if (resume !== undefined) resume(Effect.void)
+  }
+
+  wakeAll(): void {
+    if (this.waiters.length === 0) return
+    const waiters = this.waiters
+    this.waiters = []
+    for (const resume of waiters) resume(Effect.void)
+  }
+
+  /** Returns at once if `ready()`; otherwise suspends until woken. */
+  waitUntil(ready: () => boolean): Effect.Effect<void> {
+    return Effect.async<void>((resume) => {
+      if (ready()) {
+        resume(Effect.void)
+        return
+      }
+      this.waiters.push(resume)
+      return Effect.sync(() => {
+        const i = this.waiters.indexOf(resume)
+        if (i >= 0) this.waiters.splice(i, 1)
+      })
+    })
+  }
+}
