@@ -27,6 +27,13 @@ import type { InvalidParameter } from "./VmbusError.js"
  * empty), `strictCompletions` false (an unknown completion ends the channel when true),
  * `readBatchLimit` 128 (packets per wake-up), `name` (metric label).
  *
+ * Metrics (Effect `Metric`, labelled `channel` and `role`, flushed every 256 events and at close):
+ * `vmbus_packets_sent`, `vmbus_bytes_sent`, `vmbus_packets_received`, `vmbus_bytes_received`,
+ * `vmbus_completions_sent`, `vmbus_completions_received`, `vmbus_unknown_completions`,
+ * `vmbus_signals_sent`, `vmbus_signals_received`, `vmbus_ring_full_waits`,
+ * `vmbus_requests_outstanding` (gauge). Spans: `vmbus.channel.open`, `vmbus.channel.close`,
+ * `vmbus.channel.request`. `serve` runs `concurrency` workers (default `min(transactionQuota, 64)`).
+ *
  * @since 0.1.0
  * @category models
  */

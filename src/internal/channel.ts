@@ -249,6 +249,8 @@ const metricCompletions = Metric.counter("vmbus_completions_sent", { incremental
 const metricSignalsSent = Metric.counter("vmbus_signals_sent", { incremental: true })
 const metricSignalsReceived = Metric.counter("vmbus_signals_received", { incremental: true })
 const metricRingFullWaits = Metric.counter("vmbus_ring_full_waits", { incremental: true })
+const metricCompletionsReceived = Metric.counter("vmbus_completions_received", { incremental: true })
+const metricUnknownCompletions = Metric.counter("vmbus_unknown_completions", { incremental: true })
 const metricRequestsOutstanding = Metric.gauge("vmbus_requests_outstanding")
 
 // ---------------------------------------------------------------------------------------------
@@ -788,6 +790,8 @@ export class ChannelImpl implements OpenedChannel {
     add(metricSignalsSent, now.signalsSent - before.signalsSent)
     add(metricSignalsReceived, now.signalsReceived - before.signalsReceived)
     add(metricRingFullWaits, now.ringFullWaits - before.ringFullWaits)
+    add(metricCompletionsReceived, now.completionsReceived - before.completionsReceived)
+    add(metricUnknownCompletions, now.unknownCompletions - before.unknownCompletions)
     this.flushed = Object.assign(new Counters(), now)
     updates.push(Metric.set(Metric.taggedWithLabels(metricRequestsOutstanding, this.labels()), this.transactions.size))
     return Effect.all(updates, { discard: true })
@@ -1248,7 +1252,20 @@ export class ChannelImpl implements OpenedChannel {
       if (this.hooks.onStarted) yield* this.hooks.onStarted({ send: this.send })
       yield* this.setState("Active")
       this.delivering = true
-      yield* Effect.forkIn(this.receiveLoop, scope)
+      // A defect in the loop (a bug, never peer data) must not leave the channel silently deaf.
+      yield* Effect.forkIn(
+        this.receiveLoop.pipe(
+          Effect.catchAllDefect((defect) =>
+            Effect.zipRight(
+              Effect.logError("vmbus: receive loop died", defect),
+              Effect.sync(() =>
+                this.failCorrupt(new RingCorrupt({ reason: `receive loop defect: ${String(defect)}`, field: "internal" }))
+              )
+            )
+          )
+        ),
+        scope
+      )
       if (this.hooks.onPostStarted) yield* this.hooks.onPostStarted(this)
     })
   }
