@@ -224,7 +224,7 @@ describe("control plane: rescind", () => {
         assert.isTrue(yield* isDone(closing))
         const after = yield* messagesSince(before + 1)
         assertWellFormed(after)
-        // (Order of RELID_RELEASED against the ring GPADL's teardown: see the it.fails test below.)
+        // (Order of RELID_RELEASED against the ring GPADL's teardown: see the next test.)
         assert.deepStrictEqual(tags(after).filter((tag) => tag !== "RelidReleased"), [
           "GpadlTeardown",
           "GpadlTorndown",
@@ -246,12 +246,9 @@ describe("control plane: rescind", () => {
       { recordMessages: true }
     ))
 
-  // src bug: RELID_RELEASED goes out before the ring GPADL's GPADL_TEARDOWN. wire-format.md §5.4 (and
-  // Linux: vmbus_close_internal tears the ring GPADL down before hv_process_channel_removal sends
-  // RELID_RELEASED) require it last: once released, the host may reuse the relid. The in-memory
-  // transport creates the ring GPADL without `channel` (inMemoryTransport.ts `open`, the
-  // `createGpadl(relid, { pfns: buffer.pfns }, undefined)` call), so its own finalizer runs after the
-  // close finalizer that posts RELID_RELEASED.
+  // Regression: RELID_RELEASED must be last (wire-format.md §5.4; Linux vmbus_close_internal tears the
+  // ring GPADL down before hv_process_channel_removal sends RELID_RELEASED): once released, the host may
+  // reuse the relid.
   it.effect("RELID_RELEASED is the last message, after the ring GPADL's TORNDOWN", () =>
     withLeakCheck(
       Effect.gen(function*() {

@@ -227,12 +227,9 @@ describe("GPADL teardown and mapping rules", () => {
       { recordMessages: true }
     ))
 
-  // src bug: a GPADL does not pin the guest buffer it describes. KMCL (kmcl-model.md A2.7):
-  // VmbChannelCreateGpadlFromBuffer "probes and locks the buffer until teardown". Here, when the
-  // buffer's scope closes before the GPADL's, its pages return to the allocator while the host still
-  // has them mapped; the next allocation reuses them and the host's view reads (and may write) the
-  // new owner's bytes. Fix: pin a GuestBuffer source in `ChannelImpl.createGpadl` / `Gpadl.create`
-  // (`endpoint.memory.pin(buffer)`) and unpin after GPADL_TORNDOWN, as `request` does for `external`.
+  // KMCL (kmcl-model.md A2.7): VmbChannelCreateGpadlFromBuffer "probes and locks the buffer until
+  // teardown": if the buffer's scope closes first, its pages must not return to the allocator while the
+  // host can still map them.
   it.effect("the GPADL keeps its buffer's pages allocated until teardown, even if the buffer's scope closes first", () =>
     withLeakCheck(
       Effect.gen(function*() {

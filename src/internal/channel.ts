@@ -5,6 +5,7 @@ import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
@@ -13,8 +14,9 @@ import * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as PubSub from "effect/PubSub"
+import * as Runtime from "effect/Runtime"
 import * as Schema from "effect/Schema"
-import type * as Scope from "effect/Scope"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import type * as IncomingPacketNs from "../IncomingPacket.js"
@@ -458,6 +460,7 @@ export class ChannelImpl implements OpenedChannel {
   private failCorrupt(error: RingCorrupt): void {
     this.report({ _tag: "RingCorrupt", error })
     this.endOpenPeriod("Corrupt", error)
+    this.closeInBackground()
   }
 
   /**
@@ -1016,7 +1019,8 @@ export class ChannelImpl implements OpenedChannel {
       return Effect.zipRight(this.outstandingChanged.waitAfter(seen), waitAll)
     })
     return Effect.forEach(undelivered, (packet) => this.autoComplete(packet), { discard: true }).pipe(
-      Effect.zipRight(Effect.timeout(waitAll, Duration.millis(this.config.drainTimeoutMillis))),
+      // Interruptible: the close runs as a finalizer, and the timeout must be able to stop the wait.
+      Effect.zipRight(Effect.timeout(Effect.interruptible(waitAll), Duration.millis(this.config.drainTimeoutMillis))),
       Effect.catchAll(() =>
         Effect.suspend(() => {
           // C15: interrupt hung handlers (their packets auto-complete), then force the rest.
@@ -1246,11 +1250,17 @@ export class ChannelImpl implements OpenedChannel {
   /** Opened → Started → receive loop → PostStarted. */
   run(scope: Scope.Scope): Effect.Effect<void, unknown> {
     return Effect.gen(this, function*() {
-      this.endpoint.onPeerClose((reason) => this.endOpenPeriod(reason, new ChannelClosed({ reason })))
+      this.runtime = yield* Effect.runtime<never>()
+      this.endpoint.onPeerClose((reason) => {
+        this.endOpenPeriod(reason, new ChannelClosed({ reason }))
+        // KMCL: a peer close or rescind runs Suspend and Closed without waiting for the local disable.
+        this.closeInBackground()
+      })
       this.endpoint.onSignal(this.onPeerSignal)
       if (this.hooks.onOpened) yield* this.hooks.onOpened({ childRelid: this.childRelid, identity: this.identity })
       if (this.hooks.onStarted) yield* this.hooks.onStarted({ send: this.send })
       yield* this.setState("Active")
+      this.reachedActive = true
       this.delivering = true
       // A defect in the loop (a bug, never peer data) must not leave the channel silently deaf.
       yield* Effect.forkIn(
@@ -1271,7 +1281,27 @@ export class ChannelImpl implements OpenedChannel {
   }
 
   /** Suspend → drain → fail pending → Closed. Never fails. */
+  /** The runtime the channel was opened in (its clock, logger, services), for closes started by the peer. */
+  private runtime: Runtime.Runtime<never> | undefined = undefined
+
+  private closeInBackground(): void {
+    if (this.runtime !== undefined) Runtime.runFork(this.runtime)(this.close())
+  }
+
+  private closeStarted = false
+  private readonly closeDone = Deferred.unsafeMake<void>(FiberId.none)
+  private reachedActive = false
+
+  /** Idempotent: a second caller (scope release after a peer close) waits for the first. */
   close(): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (this.closeStarted) return Deferred.await(this.closeDone)
+      this.closeStarted = true
+      return Effect.ensuring(this.closeOnce(), Deferred.done(this.closeDone, Exit.void))
+    })
+  }
+
+  private closeOnce(): Effect.Effect<void> {
     return Effect.gen(this, function*() {
       if (this.current === "Closed") return
       const wasRunning = this.current === "Active"
@@ -1283,7 +1313,7 @@ export class ChannelImpl implements OpenedChannel {
       this.endOpenPeriod("LocalClose", new ChannelClosed({ reason: "LocalClose" }))
       yield* this.flushMetrics
       yield* this.setState("Closed")
-      if (this.hooks.onClosed) yield* this.hooks.onClosed(this.closeReason ?? "LocalClose")
+      if (this.reachedActive && this.hooks.onClosed) yield* this.hooks.onClosed(this.closeReason ?? "LocalClose")
     }).pipe(Effect.withSpan("vmbus.channel.close", { attributes: { channel: this.childRelid } }))
   }
 }
@@ -1327,7 +1357,22 @@ export const open = <E = never>(
       if (problem !== undefined) return yield* problem
     }
     const transport = yield* Transport.Transport
-    const scope = yield* Effect.scope
+    const outer = yield* Effect.scope
+    // Everything of this open period lives in its own scope, closed at once if the open fails.
+    const scope = yield* Scope.fork(outer, ExecutionStrategy.sequential)
+    return yield* openIn(config, transport, scope, hooks).pipe(
+      Scope.extend(scope),
+      Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause)))
+    )
+  }).pipe(Effect.withSpan("vmbus.channel.open"))
+
+const openIn = <E>(
+  config: ChannelConfig,
+  transport: Transport.TransportShape,
+  scope: Scope.Scope,
+  hooks: Hooks<E>
+): Effect.Effect<OpenedChannel, E | OpenError, Scope.Scope> =>
+  Effect.gen(function*() {
     const timeout = Duration.millis(config.openTimeoutMillis)
     const endpoint: Transport.Endpoint = config.role === "client"
       ? yield* transport.open({
@@ -1364,6 +1409,6 @@ export const open = <E = never>(
     yield* Effect.addFinalizer(() => channel.close())
     yield* (channel.run(scope) as Effect.Effect<void, E>)
     return channel as OpenedChannel
-  }).pipe(Effect.withSpan("vmbus.channel.open"))
+  })
 
 export { Cancelled }

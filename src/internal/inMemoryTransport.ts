@@ -311,7 +311,7 @@ export class Bus {
         return
       case "CloseChannel": {
         const offer = this.hostOffers.get(message.childRelid)
-        if (offer === undefined || offer.server === undefined) return
+        if (offer === undefined || (offer.server === undefined && offer.unaccepted === undefined)) return
         this.hostEndOpenPeriod(offer, "PeerClose")
         return
       }
