@@ -208,16 +208,16 @@ export const decodeIncoming = <D extends Definitions>(
  * @since 0.1.0
  * @category operations
  */
-export const serve = <D extends Definitions, E, R>(
+export const serve = <D extends Definitions, H extends Handlers<D, any, any>>(
   channel: Channel.OpenedChannel,
   protocol: Protocol<D>,
-  handlers: Handlers<D, E, R>
-): Effect.Effect<void, Channel.ReceiveError, Exclude<R, Scope.Scope>> =>
+  handlers: H
+): Effect.Effect<void, Channel.ReceiveError, Exclude<Effect.Effect.Context<ReturnType<H[keyof H]>>, Scope.Scope>> =>
   channel.serve((packet: IncomingPacket.IncomingPacket) =>
     Effect.gen(function*() {
       const { key, request } = yield* decodeIncoming(protocol, packet.payload)
       const definition = protocol.messages[key]!
-      const result = yield* (handlers[key] as (request: unknown) => Effect.Effect<unknown, E, R>)(request)
+      const result = yield* (handlers[key] as (request: unknown) => Effect.Effect<unknown, unknown, any>)(request)
       if (definition.response === undefined) return frame(definition.id, new Uint8Array(0))
       const body = yield* encodeWith(definition.response, result, `${protocol.name}.${key} response`)
       return frame(definition.id, body)

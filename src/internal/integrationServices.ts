@@ -601,6 +601,7 @@ export const host = (
           return yield* new NegotiationFailed({
             service,
             offered: [...framework, ...message].map(versionText),
+            // The guest's answer (counts 0/0) does not say what it supports.
             supported: []
           })
         }
@@ -640,7 +641,9 @@ export const host = (
         const data = yield* kvpValue(key, "")
         const body = yield* encodeKvp({ _tag: "Get", kvp_hdr: header(Ic.KVP_OP_GET, pool), kvp_get: { data } })
         const reply = yield* exchange("kvp", Ic.ICMSGTYPE_KVPEXCHANGE, body)
-        if (reply.status !== Ic.HV_S_OK) return Option.none<string>()
+        // HV_E_FAIL is the daemon's "no such key"; any other failure is an error, not an absence.
+        if (reply.status === Ic.HV_E_FAIL) return Option.none<string>()
+        yield* failStatus(reply, "kvp get")
         const decoded = decodeKvpReply(reply)
         if (Either.isLeft(decoded) || decoded.right._tag !== "Get") {
           return yield* new ProtocolError({ reason: "kvp: malformed get answer" })
