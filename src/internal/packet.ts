@@ -215,23 +215,31 @@ const corrupt = (reason: string, field: string, offset: number | undefined, valu
  * `RingCorrupt`, since no correct writer produces them. `at` is the packet's data-area offset, for
  * error reports.
  */
-export const decode = (bytes: Uint8Array, at?: number): Packet | RingCorrupt => {
-  if (bytes.length < L.DESCRIPTOR_SIZE || bytes.length % 8 !== 0) {
-    return corrupt("packet shorter than a descriptor or not a multiple of 8", "len8", at, bytes.length)
+export const decode = (bytes: Uint8Array, at?: number): Packet | RingCorrupt => decodeAt(bytes, 0, bytes.length, at)
+
+/** `decode` of `buffer[start, start + size)`, without a view of its own for the common packet kinds. */
+export const decodeAt = (buffer: Uint8Array, start: number, size: number, at?: number): Packet | RingCorrupt => {
+  if (size < L.DESCRIPTOR_SIZE || size % 8 !== 0) {
+    return corrupt("packet shorter than a descriptor or not a multiple of 8", "len8", at, size)
   }
-  const type = bytes[0]! | (bytes[1]! << 8)
-  const offset = (bytes[2]! | (bytes[3]! << 8)) * 8
-  const length = (bytes[4]! | (bytes[5]! << 8)) * 8
-  const flags = bytes[6]! | (bytes[7]! << 8)
-  if (length !== bytes.length) return corrupt("len8 does not match the packet length", "len8", at, length / 8)
+  const b = start
+  const type = buffer[b]! | (buffer[b + 1]! << 8)
+  const offset = (buffer[b + 2]! | (buffer[b + 3]! << 8)) * 8
+  const length = (buffer[b + 4]! | (buffer[b + 5]! << 8)) * 8
+  const flags = buffer[b + 6]! | (buffer[b + 7]! << 8)
+  if (length !== size) return corrupt("len8 does not match the packet length", "len8", at, length / 8)
   if (offset < L.DESCRIPTOR_SIZE || offset > length) return corrupt("offset8 out of range", "offset8", at, offset / 8)
   if ((flags & ~L.FLAG_COMPLETION_REQUESTED) !== 0) return corrupt("unknown flag bits", "flags", at, flags)
   const completionRequested = flags === L.FLAG_COMPLETION_REQUESTED
-  const low = (bytes[8]! | (bytes[9]! << 8) | (bytes[10]! << 16) | (bytes[11]! << 24)) >>> 0
-  const high = (bytes[12]! | (bytes[13]! << 8) | (bytes[14]! << 16) | (bytes[15]! << 24)) >>> 0
+  const low = (buffer[b + 8]! | (buffer[b + 9]! << 8) | (buffer[b + 10]! << 16) | (buffer[b + 11]! << 24)) >>> 0
+  const high = (buffer[b + 12]! | (buffer[b + 13]! << 8) | (buffer[b + 14]! << 16) | (buffer[b + 15]! << 24)) >>> 0
   // Exact as a number below 2^53; BigInt arithmetic only for the rare larger ids.
-  const transactionId = high < 0x20_0000 ? BigInt(high * 0x1_0000_0000 + low) : (BigInt(high) << 32n) | BigInt(low)
-  const payload = bytes.subarray(offset, length)
+  const transactionId = high === 0 && low === 0
+    ? 0n
+    : high < 0x20_0000
+    ? BigInt(high * 0x1_0000_0000 + low)
+    : (BigInt(high) << 32n) | BigInt(low)
+  const payload = buffer.subarray(b + offset, b + length)
   switch (type) {
     case L.PACKET_TYPE_IN_BAND:
       return { _tag: "InBand", transactionId, completionRequested, payload }
@@ -241,6 +249,7 @@ export const decode = (bytes: Uint8Array, at?: number): Packet | RingCorrupt => 
     default:
       break
   }
+  const bytes = buffer.subarray(b, b + length)
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   switch (type) {
     case L.PACKET_TYPE_TRANSFER_PAGES: {

@@ -261,6 +261,9 @@ export class OutgoingRing {
 
 export type ReadResult = P.Packet | undefined | RingCorrupt | BufferTooSmall
 
+/** Most bytes copied out per refill; a packet's payload is a view into one such private copy. */
+const SNAPSHOT_BYTES = 32 * 1024
+
 export interface IncomingOptions {
   /** The largest packet (descriptor and header included, trailer excluded) the reader accepts. */
   readonly maxPacketLength?: number | undefined
@@ -274,9 +277,6 @@ export class IncomingRing {
   private readonly data: Uint8Array
   private committed: number
   private cursor: number
-  private readonly descriptor = new Uint8Array(L.DESCRIPTOR_SIZE)
-  private readonly descriptorView = new DataView(this.descriptor.buffer)
-
   private constructor(r: RingRegion, own: number, options?: IncomingOptions) {
     this.control = r.control
     this.data = r.data
@@ -321,27 +321,62 @@ export class IncomingRing {
     return this.next(false)
   }
 
-  private next(advance: boolean): ReadResult {
+  /**
+   * The private copy of the readable bytes taken at the last refill (at most SNAPSHOT_BYTES): packets
+   * are parsed from it, so every byte of a batch is copied out of shared memory once, before parsing,
+   * and the peer's write index is loaded once per batch (hardening §1.1–1.2).
+   */
+  private snapshot: Uint8Array | undefined = undefined
+  /** Index in `snapshot` of the cursor. */
+  private snapshotPos = 0
+  /** Bytes readable from `snapshot[0]` when it was taken (more than its length when capped). */
+  private snapshotAvail = 0
+
+  private refill(): "empty" | RingCorrupt | undefined {
     const w = this.loadWriteIndex()
     if (typeof w !== "number") return w
+    const avail = readable(w, this.cursor, this.dataSize)
+    if (avail === 0) {
+      this.snapshot = undefined
+      return "empty"
+    }
+    const n = Math.min(avail, SNAPSHOT_BYTES)
+    const copy = new Uint8Array(n)
+    copyOut(this.data, this.dataSize, this.cursor, copy, 0, n)
+    this.snapshot = copy
+    this.snapshotPos = 0
+    this.snapshotAvail = avail
+    return undefined
+  }
+
+  private next(advance: boolean): ReadResult {
+    const result = this.parseNext(advance)
+    // After an error nothing is consumed and the next call copies the ring again.
+    if (result !== undefined && (result._tag === "RingCorrupt" || result._tag === "BufferTooSmall")) this.snapshot = undefined
+    return result
+  }
+
+  private parseNext(advance: boolean): ReadResult {
     const at = this.cursor
-    const size = this.dataSize
-    const avail = readable(w, at, size)
-    if (avail === 0) return undefined
-    if (avail < L.DESCRIPTOR_SIZE + L.TRAILER_SIZE) {
-      return new RingCorrupt({ reason: "fewer bytes than a packet while not empty", field: "write_index", offset: at, value: avail })
+    let snapshot = this.snapshot
+    let remaining = snapshot === undefined ? 0 : snapshot.length - this.snapshotPos
+    if (remaining < L.DESCRIPTOR_SIZE + L.TRAILER_SIZE) {
+      if (remaining > 0 && this.snapshotAvail - this.snapshotPos === remaining) {
+        return new RingCorrupt({ reason: "fewer bytes than a packet while not empty", field: "write_index", offset: at, value: remaining })
+      }
+      const problem = this.refill()
+      if (problem === "empty") return undefined
+      if (problem !== undefined) return problem
+      snapshot = this.snapshot!
+      remaining = snapshot.length
+      if (remaining < L.DESCRIPTOR_SIZE + L.TRAILER_SIZE) {
+        return new RingCorrupt({ reason: "fewer bytes than a packet while not empty", field: "write_index", offset: at, value: remaining })
+      }
     }
-    let offset: number
-    let length: number
-    if (at + L.DESCRIPTOR_SIZE <= size) {
-      const data = this.data
-      offset = (data[at + 2]! | (data[at + 3]! << 8)) * 8
-      length = (data[at + 4]! | (data[at + 5]! << 8)) * 8
-    } else {
-      copyOut(this.data, size, at, this.descriptor, 0, L.DESCRIPTOR_SIZE)
-      offset = this.descriptorView.getUint16(2, true) * 8
-      length = this.descriptorView.getUint16(4, true) * 8
-    }
+    const pos = this.snapshotPos
+    const avail = this.snapshotAvail - pos
+    const offset = (snapshot![pos + 2]! | (snapshot![pos + 3]! << 8)) * 8
+    const length = (snapshot![pos + 4]! | (snapshot![pos + 5]! << 8)) * 8
     if (length < L.DESCRIPTOR_SIZE || length + L.TRAILER_SIZE > avail) {
       return new RingCorrupt({ reason: "packet length outside the available bytes", field: "len8", offset: at, value: length / 8 })
     }
@@ -351,23 +386,30 @@ export class IncomingRing {
     if (length > this.maxPacketLength) {
       return new BufferTooSmall({ required: length, available: this.maxPacketLength })
     }
-    // Copy out before parsing, then pin the validated lengths into the private copy (double-fetch defence).
     let bytes: Uint8Array
-    if (at + length <= size) {
-      bytes = this.data.slice(at, at + length)
+    let start: number
+    const inSnapshot = length + L.TRAILER_SIZE <= remaining
+    if (inSnapshot) {
+      bytes = snapshot!
+      start = pos
     } else {
+      // Larger than the rest of a capped snapshot: a copy of its own.
       bytes = new Uint8Array(length)
-      copyOut(this.data, size, at, bytes, 0, length)
+      start = 0
+      copyOut(this.data, this.dataSize, at, bytes, 0, length)
     }
-    bytes[2] = offset >>> 3
-    bytes[3] = offset >>> 11
-    bytes[4] = length >>> 3
-    bytes[5] = length >>> 11
-    const packet = P.decode(bytes, at)
+    // Pin the validated lengths into the private copy (double-fetch defence).
+    bytes[start + 2] = offset >>> 3
+    bytes[start + 3] = offset >>> 11
+    bytes[start + 4] = length >>> 3
+    bytes[start + 5] = length >>> 11
+    const packet = P.decodeAt(bytes, start, length, at)
     if (packet instanceof RingCorrupt) return packet
     if (advance) {
       const next = at + length + L.TRAILER_SIZE
-      this.cursor = next >= size ? next - size : next
+      this.cursor = next >= this.dataSize ? next - this.dataSize : next
+      if (inSnapshot) this.snapshotPos = pos + length + L.TRAILER_SIZE
+      else this.snapshot = undefined
     }
     return packet
   }
@@ -403,6 +445,7 @@ export class IncomingRing {
   /** Moves the cursor back to the last commit (packets read since then will be read again). */
   revert(): void {
     this.cursor = this.committed
+    this.snapshot = undefined
   }
 
   /** Tells the writer not to signal (the reader is draining or polling). */
