@@ -751,6 +751,7 @@ export class ChannelImpl implements OpenedChannel {
         this.in.mask()
         const status = this.drain()
         if (status === "stop") return Effect.void
+        if (status !== "more") this.in.discardCopy()
         const flush0 = this.metricsDue() ? this.flushMetrics : Effect.void
         const flush = this.rejected.length === 0 ? flush0 : Effect.zipRight(
           Effect.forkDaemon(Effect.forEach(this.rejected.splice(0), (packet) => this.autoComplete(packet), { discard: true })),

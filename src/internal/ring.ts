@@ -332,6 +332,14 @@ export class IncomingRing {
   /** Bytes readable from `snapshot[0]` when it was taken (more than its length when capped). */
   private snapshotAvail = 0
 
+  /**
+   * Drops the private copy: the next read copies the ring again. A reader about to sleep calls it, so
+   * no stale copy outlives the batch it was taken for.
+   */
+  discardCopy(): void {
+    this.snapshot = undefined
+  }
+
   private refill(): "empty" | RingCorrupt | undefined {
     const w = this.loadWriteIndex()
     if (typeof w !== "number") return w
