@@ -1361,7 +1361,8 @@ export const open = <E = never>(
     const outer = yield* Effect.scope
     // Everything of this open period lives in its own scope, closed at once if the open fails.
     const scope = yield* Scope.fork(outer, ExecutionStrategy.sequential)
-    return yield* openIn(config, transport, scope, hooks).pipe(
+    const requestedGeometry = input.role === "client" && ("outgoingRingPages" in input || "incomingRingPages" in input)
+    return yield* openIn(config, transport, scope, hooks, requestedGeometry).pipe(
       Scope.extend(scope),
       Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause)))
     )
@@ -1371,9 +1372,17 @@ const openIn = <E>(
   config: ChannelConfig,
   transport: Transport.TransportShape,
   scope: Scope.Scope,
-  hooks: Hooks<E>
+  hooks: Hooks<E>,
+  requestedGeometry: boolean
 ): Effect.Effect<OpenedChannel, E | OpenError, Scope.Scope> =>
   Effect.gen(function*() {
+    // Capabilities the transport lacks are typed errors up front, never silently ignored (B1, C16).
+    if (config.role === "server" && !transport.capabilities.serverRole) {
+      return yield* new Unsupported({ capability: "serverRole", reason: `the ${transport.name} transport cannot offer channels` })
+    }
+    if (config.role === "client" && !transport.capabilities.ringGeometry && requestedGeometry) {
+      return yield* new Unsupported({ capability: "ringGeometry", reason: `the ${transport.name} transport chooses ring sizes itself` })
+    }
     const timeout = Duration.millis(config.openTimeoutMillis)
     const endpoint: Transport.Endpoint = config.role === "client"
       ? yield* transport.open({
