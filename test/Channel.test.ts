@@ -136,6 +136,8 @@ describe("exactly-once completion (property)", () => {
         yield* Effect.forEach(fibers.filter((_, i) => plan[i] !== "never"), Fiber.await, { discard: true })
         if (hung > 0) {
           yield* eventually(Effect.map(server.stats, (s) => s.packetsOutstanding === hung), "hung packets delivered")
+          // Delivered is not enough: pause keeps packets no handler took yet; wait until every handler ran.
+          yield* eventually(Effect.map(Ref.get(seenIds), (ids) => ids.length === plan.length), "every handler started")
           const pause = yield* Effect.fork(server.pause)
           yield* settle()
           assert.isNull(pause.unsafePoll(), "pause waits for the hung handlers")

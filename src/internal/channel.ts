@@ -253,6 +253,8 @@ const metricSignalsReceived = Metric.counter("vmbus_signals_received", { increme
 const metricRingFullWaits = Metric.counter("vmbus_ring_full_waits", { incremental: true })
 const metricCompletionsReceived = Metric.counter("vmbus_completions_received", { incremental: true })
 const metricUnknownCompletions = Metric.counter("vmbus_unknown_completions", { incremental: true })
+const metricAutoCompleted = Metric.counter("vmbus_auto_completed", { incremental: true })
+const metricHandlerFailures = Metric.counter("vmbus_handler_failures", { incremental: true })
 const metricRequestsOutstanding = Metric.gauge("vmbus_requests_outstanding")
 
 // ---------------------------------------------------------------------------------------------
@@ -282,6 +284,12 @@ class Counters {
 }
 
 const EMPTY = new Uint8Array(0)
+
+/** Runs a lifecycle hook that must not stop the lifecycle: its failures and defects are logged. */
+const runHook = (hook: Effect.Effect<unknown, unknown> | undefined): Effect.Effect<void> =>
+  hook === undefined
+    ? Effect.void
+    : Effect.catchAllCause(Effect.asVoid(hook), (cause) => Effect.logWarning("vmbus: lifecycle hook failed", cause))
 
 class PacketHandle implements IncomingPacketNs.IncomingPacket {
   readonly [IncomingPacketTypeId]: IncomingPacketNs.TypeId = IncomingPacketTypeId
@@ -340,7 +348,13 @@ export class ChannelImpl implements OpenedChannel {
   private readonly live = new Set<PacketHandle>()
   private readonly packetWaiters = new WaitQueue()
   private readonly packetReady = (): boolean =>
-    this.queue.length > 0 || this.terminal !== undefined || this.current === "Closing" || this.current === "Closed"
+    (this.delivering && this.queue.length > 0) || this.terminal !== undefined || this.current === "Closing" ||
+    this.current === "Closed"
+
+  /** The next queued packet, unless delivery is paused (queued packets then wait for start). */
+  private handOut(): PacketHandle | undefined {
+    return this.delivering ? this.queue.shift() : undefined
+  }
   private outstanding = 0
   private readonly outstandingChanged = new Notifier()
   private quota: number
@@ -349,6 +363,13 @@ export class ChannelImpl implements OpenedChannel {
 
   // send side
   private readonly spaceChanged = new Notifier()
+  /**
+   * Completions owed to the peer, in order. Once a packet is completed its completion is queued here
+   * and written as soon as the ring has room — whatever happens to the fiber that completed it — so a
+   * completion is sent exactly once and no completing fiber holds the close up.
+   */
+  private readonly outbox: Array<{ readonly packet: PacketHandle; readonly completion: P.CompletionPacket }> = []
+  private readonly outboxChanged = new Notifier()
   private waitingWriters = 0
   private readonly writerLock: Effect.Semaphore
   private nextTransactionId = 1n
@@ -416,8 +437,52 @@ export class ChannelImpl implements OpenedChannel {
   /** Runs on every signal from the peer: new data, or space freed in our outgoing ring. */
   readonly onPeerSignal = (): void => {
     this.counters.signalsReceived++
+    if (this.outbox.length > 0) this.flushOutbox()
     this.spaceChanged.notifyAll()
     this.wake.ring()
+  }
+
+  /** Writes queued completions while the ring has room; asks for a signal when it has not. */
+  private flushOutbox(): void {
+    while (this.outbox.length > 0) {
+      const { completion, packet } = this.outbox[0]!
+      if (!this.writable) {
+        // The peer is gone (or the period ended): nothing to send, release locally.
+        this.outbox.shift()
+        this.release(packet)
+        continue
+      }
+      const result = this.out.writeValidated(completion)
+      if (result === undefined) {
+        this.outbox.shift()
+        this.counters.packetsSent++
+        this.counters.completionsSent++
+        if (this.out.commit()) this.signalPeer()
+        this.release(packet)
+        continue
+      }
+      if (result._tag === "RingCorrupt") {
+        this.failCorrupt(result)
+        continue
+      }
+      if (result._tag === "PacketTooLarge") {
+        // Checked at completion time; unreachable unless the ring is smaller than maxPacketSize allows.
+        this.outbox.shift()
+        this.release(packet)
+        continue
+      }
+      const fits = this.out.requestSpace(P.ringSize(completion))
+      if (fits === true) continue
+      if (typeof fits !== "boolean") this.failCorrupt(fits)
+      break
+    }
+    this.outboxChanged.notifyAll()
+    this.maybeClearSpaceRequest()
+  }
+
+  /** pending_send_sz is withdrawn only when no writer and no queued completion still needs space. */
+  private maybeClearSpaceRequest(): void {
+    if (this.waitingWriters === 0 && this.outbox.length === 0) this.out.clearSpaceRequest()
   }
 
   /** The peer closed or rescinded the channel, or our ring reader found corruption. */
@@ -438,6 +503,7 @@ export class ChannelImpl implements OpenedChannel {
     }
     this.spaceChanged.notifyAll()
     this.packetWaiters.wakeAll()
+    this.flushOutbox()
     this.outstandingChanged.notifyAll()
     this.wake.ring()
   }
@@ -472,9 +538,10 @@ export class ChannelImpl implements OpenedChannel {
     packet: P.Packet,
     ifFull: "wait" | "fail",
     written?: { done: boolean }
-  ): Effect.Effect<void, ChannelClosed | RingFull | RingCorrupt | PacketTooLarge> {
-    return Effect.suspend((): Effect.Effect<void, ChannelClosed | RingFull | RingCorrupt | PacketTooLarge> => {
+  ): Effect.Effect<void, ChannelClosed | RingFull | RingCorrupt | PacketTooLarge | InvalidState> {
+    return Effect.suspend((): Effect.Effect<void, ChannelClosed | RingFull | RingCorrupt | PacketTooLarge | InvalidState> => {
       if (!this.writable) return Effect.fail(new ChannelClosed({ reason: this.closeReason! }))
+      if (this.outbox.length > 0) this.flushOutbox()
       if (this.waitingWriters === 0) {
         const result = this.writeNow(packet)
         if (result === undefined) {
@@ -499,11 +566,15 @@ export class ChannelImpl implements OpenedChannel {
   private slowWrite(
     packet: P.Packet,
     written: { done: boolean } | undefined
-  ): Effect.Effect<void, ChannelClosed | RingCorrupt | PacketTooLarge> {
+  ): Effect.Effect<void, ChannelClosed | RingCorrupt | PacketTooLarge | InvalidState> {
     const size = P.ringSize(packet)
-    const attempt: Effect.Effect<void, ChannelClosed | RingCorrupt | PacketTooLarge> = Effect.suspend(() => {
-      if (!this.writable) return Effect.fail(new ChannelClosed({ reason: this.closeReason! }))
-      this.out.clearSpaceRequest()
+    const attempt: Effect.Effect<void, ChannelClosed | RingCorrupt | PacketTooLarge | InvalidState> = Effect.suspend(() => {
+      // C9: a writer still waiting when the channel pauses or closes does not write afterwards.
+      const problem = this.checkSendable("send")
+      if (problem !== undefined) return Effect.fail(problem)
+      // Queued completions go first; the space request stays while they still need it.
+      if (this.outbox.length > 0) this.flushOutbox()
+      if (this.outbox.length === 0) this.out.clearSpaceRequest()
       const result = this.writeNow(packet)
       if (result === undefined) {
         if (written) written.done = true
@@ -532,7 +603,7 @@ export class ChannelImpl implements OpenedChannel {
       () =>
         Effect.sync(() => {
           this.waitingWriters--
-          if (this.waitingWriters === 0) this.out.clearSpaceRequest()
+          this.maybeClearSpaceRequest()
         })
     )
   }
@@ -596,11 +667,15 @@ export class ChannelImpl implements OpenedChannel {
         if (this.out.commit()) this.signalPeer()
       }
       if (index === payloads.length) return Effect.void
-      const rest = payloads.slice(index)
+      // C6: the caller may reuse its buffers once the call is made, so copy what still waits.
+      const rest = payloads.slice(index).map((payload) => payload.slice())
       return Effect.forEach(rest, (payload) => this.send(payload, options), { discard: true })
     })
 
   readonly request = (payload: Uint8Array, options?: RequestOptions): Effect.Effect<Uint8Array, RequestError> => {
+    // KMCL: a zero timeout means "do not queue if the ring is full" (RingFull), not an instant Cancelled.
+    const zeroTimeout = options?.timeout !== undefined && Duration.toMillis(Duration.decode(options.timeout)) === 0
+    const ifFull = zeroTimeout ? "fail" : options?.ifFull ?? "wait"
     const run = Effect.uninterruptibleMask((restore) =>
       Effect.suspend((): Effect.Effect<Uint8Array, RequestError> => {
         const problem = this.checkSendable("request") ?? this.checkPayload(payload.length)
@@ -635,7 +710,7 @@ export class ChannelImpl implements OpenedChannel {
         this.transactions.set(transactionId, { deferred, onSettled })
         this.endpoint.counters.outstandingTransactions = this.transactions.size
         const written = { done: false }
-        return Effect.onExit(restore(this.writePacket(packet, options?.ifFull ?? "wait", written)), (exit) =>
+        return Effect.onExit(restore(this.writePacket(packet, ifFull, written)), (exit) =>
           Effect.sync(() => {
             // Not in the ring: nothing will complete it, so free the id (and its pinned buffers) now.
             if (Exit.isFailure(exit) && !written.done && this.transactions.get(transactionId)?.deferred === deferred) {
@@ -649,7 +724,7 @@ export class ChannelImpl implements OpenedChannel {
           )
       })
     )
-    const timed = options?.timeout === undefined
+    const timed = options?.timeout === undefined || zeroTimeout
       ? run
       : Effect.timeoutFail(run, {
         duration: options.timeout,
@@ -678,7 +753,10 @@ export class ChannelImpl implements OpenedChannel {
         value: id
       })
       this.report({ _tag: duplicate ? "DuplicateCompletion" : "UnknownCompletion", error })
-      if (this.config.strictCompletions) this.endOpenPeriod("Corrupt", error)
+      if (this.config.strictCompletions) {
+        this.endOpenPeriod("Corrupt", error)
+        this.closeInBackground()
+      }
       return
     }
     this.transactions.delete(id)
@@ -796,6 +874,8 @@ export class ChannelImpl implements OpenedChannel {
     add(metricRingFullWaits, now.ringFullWaits - before.ringFullWaits)
     add(metricCompletionsReceived, now.completionsReceived - before.completionsReceived)
     add(metricUnknownCompletions, now.unknownCompletions - before.unknownCompletions)
+    add(metricAutoCompleted, now.autoCompleted - before.autoCompleted)
+    add(metricHandlerFailures, now.handlerFailures - before.handlerFailures)
     this.flushed = Object.assign(new Counters(), now)
     updates.push(Metric.set(Metric.taggedWithLabels(metricRequestsOutstanding, this.labels()), this.transactions.size))
     return Effect.all(updates, { discard: true })
@@ -815,7 +895,7 @@ export class ChannelImpl implements OpenedChannel {
    */
   readonly take: Effect.Effect<IncomingPacketNs.IncomingPacket, ReceiveError, Scope.Scope> = Effect.suspend(() => {
     return Effect.acquireRelease(
-      Effect.sync(() => this.queue.shift()),
+      Effect.sync(() => this.handOut()),
       (packet) => (packet === undefined ? Effect.void : this.autoComplete(packet))
     ).pipe(
       Effect.flatMap((packet): Effect.Effect<IncomingPacketNs.IncomingPacket, ReceiveError, Scope.Scope> => {
@@ -843,7 +923,7 @@ export class ChannelImpl implements OpenedChannel {
         return packet === undefined ? Effect.void : this.autoComplete(packet)
       })
       const next: Effect.Effect<PacketHandle, ReceiveError> = Effect.suspend(() => {
-        const packet = this.queue.shift()
+        const packet = this.handOut()
         if (packet !== undefined) {
           previous = packet
           return Effect.succeed(packet)
@@ -861,7 +941,7 @@ export class ChannelImpl implements OpenedChannel {
 
   /** Waits (interruptibly) until a packet is queued; fails once the open period has ended. */
   private readonly waitForPacket: Effect.Effect<void, ReceiveError> = Effect.suspend(() => {
-    if (this.queue.length > 0) return Effect.void
+    if (this.delivering && this.queue.length > 0) return Effect.void
     if (this.terminal !== undefined) return Effect.fail(this.terminal)
     if (this.current === "Closing" || this.current === "Closed") {
       return Effect.fail(new ChannelClosed({ reason: "LocalClose" }))
@@ -879,14 +959,24 @@ export class ChannelImpl implements OpenedChannel {
   ): Effect.Effect<void, never, Exclude<R, Scope.Scope>> {
     return Effect.uninterruptibleMask((restore) =>
       Effect.suspend(() => {
-        const packet = this.queue.shift()
+        const packet = this.handOut()
         if (packet === undefined) return Effect.void
         return restore(Effect.scoped(Effect.suspend(() => handler(packet)))).pipe(
           Effect.exit,
           Effect.flatMap((exit) => {
             if (Exit.isSuccess(exit)) {
               const result = exit.value
-              return Effect.ignore(packet.complete(result instanceof Uint8Array ? result : EMPTY))
+              // A result that cannot be sent (too large) still ends the packet: with the failure payload.
+              return restore(packet.complete(result instanceof Uint8Array ? result : EMPTY)).pipe(
+                Effect.catchTag("PacketTooLarge", () =>
+                  Effect.zipRight(
+                    Effect.sync(() => {
+                      this.counters.handlerFailures++
+                    }),
+                    this.autoComplete(packet)
+                  )),
+                Effect.ignore
+              )
             }
             this.counters.handlerFailures++
             return Effect.zipRight(
@@ -907,22 +997,33 @@ export class ChannelImpl implements OpenedChannel {
       // A fixed set of workers, as many as packets may be outstanding: no fiber per packet.
       const workers = Math.max(1, Math.min(options?.concurrency ?? Math.min(this.quota, 64), 1024))
       const worker = Effect.forever(Effect.zipRight(this.waitForPacket, this.handleOne(handler)))
-      const fibers: Array<Fiber.RuntimeFiber<never, ReceiveError>> = []
-      return Effect.gen(this, function*() {
-        for (let i = 0; i < workers; i++) {
-          const fiber = yield* Effect.forkDaemon(worker)
-          fibers.push(fiber)
-          this.handlerFibers.add(fiber)
-        }
-        for (const fiber of fibers) yield* Fiber.join(fiber)
-      }).pipe(
+      const fibers = new Set<Fiber.RuntimeFiber<never, ReceiveError>>()
+      let stopping = false
+      // A worker interrupted by a drain timeout (its handler hung) is replaced while the channel is open.
+      const runWorker: Effect.Effect<void, ReceiveError, Exclude<R, Scope.Scope>> = Effect.gen(this, function*() {
+        const fiber = yield* Effect.forkDaemon(worker)
+        fibers.add(fiber)
+        this.handlerFibers.add(fiber)
+        const exit = yield* Fiber.await(fiber)
+        fibers.delete(fiber)
+        this.handlerFibers.delete(fiber)
+        if (Exit.isSuccess(exit)) return
+        // A local close ends this worker only: the others may still be finishing their packets.
+        const failure = Cause.failureOption(exit.cause)
+        if (Option.isSome(failure) && failure.value._tag === "ChannelClosed" && failure.value.reason === "LocalClose") return
+        const open = this.closeReason === undefined && (this.current === "Active" || this.current === "Paused")
+        if (Cause.isInterruptedOnly(exit.cause) && !stopping && open) return yield* runWorker
+        return yield* Effect.failCause(exit.cause)
+      })
+      return Effect.all(Array.from({ length: workers }, () => runWorker), { concurrency: "unbounded", discard: true }).pipe(
         Effect.catchAll((error) =>
           error._tag === "ChannelClosed" && error.reason === "LocalClose" ? Effect.void : Effect.fail(error)
         ),
         Effect.catchAllCause((cause) => Cause.isInterruptedOnly(cause) ? Effect.void : Effect.failCause(cause)),
         Effect.ensuring(Effect.suspend(() => {
+          stopping = true
           for (const fiber of fibers) this.handlerFibers.delete(fiber)
-          return Fiber.interruptAll(fibers)
+          return Fiber.interruptAll(Array.from(fibers))
         }))
       )
     }) as Effect.Effect<void, ReceiveError, Exclude<R, Scope.Scope>>
@@ -958,18 +1059,17 @@ export class ChannelImpl implements OpenedChannel {
       const completion: P.CompletionPacket = {
         _tag: "Completion",
         transactionId: packet.packet.transactionId,
-        payload
+        payload: payload.slice()
       }
-      return this.writePacket(completion, "wait").pipe(
-        Effect.tap(() =>
-          Effect.sync(() => {
-            this.counters.completionsSent++
-          })
-        ),
-        Effect.catchTag("RingFull", () => Effect.void),
-        Effect.catchTag("RingCorrupt", () => Effect.fail(new ChannelClosed({ reason: "Corrupt" }))),
-        Effect.ensuring(Effect.sync(() => this.release(packet)))
-      )
+      this.outbox.push({ packet, completion })
+      this.flushOutbox()
+      // Wait (interruptibly) until it is in the ring; an interruption leaves it queued, not lost.
+      const waitWritten: Effect.Effect<void> = Effect.suspend(() => {
+        const seen = this.outboxChanged.current
+        if (!this.live.has(packet)) return Effect.void
+        return Effect.zipRight(this.outboxChanged.waitAfter(seen), waitWritten)
+      })
+      return waitWritten
     })
   }
 
@@ -1011,12 +1111,14 @@ export class ChannelImpl implements OpenedChannel {
     })
 
   /** Waits until every delivered packet is completed, up to the drain timeout; then forces it. */
-  private drainOutstanding: Effect.Effect<void> = Effect.suspend(() => {
-    // Packets read but not handed out yet are completed with the failure payload.
-    const undelivered = this.queue.splice(0)
+  private drainOutstanding(closing: boolean): Effect.Effect<void> {
+    return Effect.suspend(() => {
+    // Closing: packets read but not handed out are completed with the failure payload. Pausing keeps
+    // them for after start; only packets in a consumer's hands are waited for.
+    const undelivered = closing ? this.queue.splice(0) : []
     const waitAll: Effect.Effect<void> = Effect.suspend(() => {
       const seen = this.outstandingChanged.current
-      if (this.outstanding === 0) return Effect.void
+      if (this.outstanding - this.queue.length <= 0) return Effect.void
       return Effect.zipRight(this.outstandingChanged.waitAfter(seen), waitAll)
     })
     return Effect.forEach(undelivered, (packet) => this.autoComplete(packet), { discard: true }).pipe(
@@ -1031,7 +1133,8 @@ export class ChannelImpl implements OpenedChannel {
         })
       )
     )
-  })
+    })
+  }
 
   /**
    * Packets still pending after the drain timeout (held by code outside `serve`): completed now with
@@ -1039,20 +1142,21 @@ export class ChannelImpl implements OpenedChannel {
    * `complete` by their holder gets `PacketAlreadyCompleted`.
    */
   private forceCompleteAll(): void {
+    const queued = new Set(this.queue)
     for (const packet of Array.from(this.live)) {
-      if (packet.state !== "pending") continue
+      if (packet.state !== "pending" || queued.has(packet)) continue
       packet.state = "autoCompleted"
       this.counters.autoCompleted++
       if (packet.completionRequested && this.writable) {
-        const result = this.writeNow({
-          _tag: "Completion",
-          transactionId: packet.packet.transactionId,
-          payload: this.config.failureCompletion
+        this.outbox.push({
+          packet,
+          completion: { _tag: "Completion", transactionId: packet.packet.transactionId, payload: this.config.failureCompletion }
         })
-        if (result === undefined) this.counters.completionsSent++
+      } else {
+        this.release(packet)
       }
-      this.release(packet)
     }
+    this.flushOutbox()
   }
 
   readonly pause: Effect.Effect<void, InvalidState> = Effect.suspend(() => {
@@ -1061,8 +1165,8 @@ export class ChannelImpl implements OpenedChannel {
     }
     this.delivering = false
     return this.setState("Paused").pipe(
-      Effect.zipRight(this.hooks.onSuspend ?? Effect.void),
-      Effect.zipRight(this.drainOutstanding),
+      Effect.zipRight(runHook(this.hooks.onSuspend)),
+      Effect.zipRight(this.drainOutstanding(false)),
       Effect.zipRight(Effect.sync(() => this.failPending("LocalClose")))
     )
   })
@@ -1072,12 +1176,13 @@ export class ChannelImpl implements OpenedChannel {
       return Effect.fail(new InvalidState({ operation: "start", expected: "Paused", actual: this.current }))
     }
     return this.setState("Active").pipe(
-      Effect.zipRight(this.hooks.onStarted ? Effect.ignore(this.hooks.onStarted(this)) : Effect.void),
+      Effect.zipRight(runHook(this.hooks.onStarted?.(this))),
       Effect.zipRight(Effect.sync(() => {
         this.delivering = true
+        this.packetWaiters.wakeAll()
         this.wake.ring()
       })),
-      Effect.zipRight(this.hooks.onPostStarted ? Effect.ignore(this.hooks.onPostStarted(this)) : Effect.void)
+      Effect.zipRight(runHook(this.hooks.onPostStarted?.(this)))
     )
   })
 
@@ -1260,6 +1365,8 @@ export class ChannelImpl implements OpenedChannel {
       this.endpoint.onSignal(this.onPeerSignal)
       if (this.hooks.onOpened) yield* this.hooks.onOpened({ childRelid: this.childRelid, identity: this.identity })
       if (this.hooks.onStarted) yield* this.hooks.onStarted({ send: this.send })
+      // A peer close or rescind while the hooks ran: the open fails, it does not return a closed channel.
+      if (this.closeReason !== undefined) return yield* new ChannelClosed({ reason: this.closeReason })
       yield* this.setState("Active")
       this.reachedActive = true
       this.delivering = true
@@ -1309,12 +1416,12 @@ export class ChannelImpl implements OpenedChannel {
       this.delivering = false
       yield* this.setState("Closing")
       this.packetWaiters.wakeAll()
-      if (wasRunning && this.hooks.onSuspend) yield* this.hooks.onSuspend
-      yield* this.drainOutstanding
+      if (wasRunning) yield* runHook(this.hooks.onSuspend)
+      yield* this.drainOutstanding(true)
       this.endOpenPeriod("LocalClose", new ChannelClosed({ reason: "LocalClose" }))
       yield* this.flushMetrics
       yield* this.setState("Closed")
-      if (this.reachedActive && this.hooks.onClosed) yield* this.hooks.onClosed(this.closeReason ?? "LocalClose")
+      if (this.reachedActive) yield* runHook(this.hooks.onClosed?.(this.closeReason ?? "LocalClose"))
     }).pipe(Effect.withSpan("vmbus.channel.close", { attributes: { channel: this.childRelid } }))
   }
 }
