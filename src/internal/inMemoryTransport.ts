@@ -184,8 +184,9 @@ export class Bus {
   private readonly guestOffersChanged = new Notifier()
   private readonly guestChannels = new Map<number, GuestChannel>()
   private nextGpadlHandle = ChannelMessage.FIRST_GPADL_HANDLE
-  private readonly pendingCreated = new Map<number, Deferred.Deferred<number>>()
-  private readonly pendingTorndown = new Map<number, Deferred.Deferred<void>>()
+  /** Waits for GPADL_CREATED / GPADL_TORNDOWN, by handle, with the channel they belong to. */
+  private readonly pendingCreated = new Map<number, { readonly relid: number; readonly deferred: Deferred.Deferred<number> }>()
+  private readonly pendingTorndown = new Map<number, { readonly relid: number; readonly deferred: Deferred.Deferred<void> }>()
   private readonly pendingOpens = new Map<number, GuestOpen>()
   private readonly liveGpadls = new Set<number>()
   // connection
@@ -521,6 +522,12 @@ export class Bus {
       record.accepting = undefined
     }
     this.hostEndOpenPeriod(record, "Rescinded")
+    // The channel's GPADLs go with it: the guest releases them without GPADL_TEARDOWN after a rescind.
+    for (const gpadl of Array.from(this.hostGpadls.values())) {
+      if (gpadl.childRelid !== record.childRelid) continue
+      gpadl.mappedBy?.revoke()
+      this.hostGpadls.delete(gpadl.handle)
+    }
     this.hostOffers.delete(record.childRelid)
     this.post("toGuest", { _tag: "RescindChannelOffer", childRelid: record.childRelid })
   }
@@ -558,32 +565,46 @@ export class Bus {
         }
         const open = this.pendingOpens.get(message.childRelid)
         if (open !== undefined) Deferred.unsafeDone(open.deferred, Exit.succeed(STATUS_UNSUCCESSFUL))
+        // Every wait on this channel ends now (Linux vmbus_rescind_cleanup): a host that rescinded
+        // answers nothing more for it.
+        for (const [handle, pending] of this.pendingCreated) {
+          if (pending.relid !== message.childRelid) continue
+          this.pendingCreated.delete(handle)
+          Deferred.unsafeDone(pending.deferred, Exit.succeed(STATUS_UNSUCCESSFUL))
+        }
+        for (const [handle, pending] of this.pendingTorndown) {
+          if (pending.relid !== message.childRelid) continue
+          this.pendingTorndown.delete(handle)
+          Deferred.unsafeDone(pending.deferred, Exit.void)
+        }
         this.guestOffersChanged.notifyAll()
         return
       }
       case "GpadlCreated": {
-        const deferred = this.pendingCreated.get(message.handle)
-        if (deferred === undefined) {
+        // Matched on (child_relid, gpadl), as Linux vmbus_ongpadl_created does.
+        const pending = this.pendingCreated.get(message.handle)
+        if (pending === undefined || pending.relid !== message.childRelid) {
           this.malformed++
           return
         }
         this.pendingCreated.delete(message.handle)
-        Deferred.unsafeDone(deferred, Exit.succeed(message.creationStatus))
+        Deferred.unsafeDone(pending.deferred, Exit.succeed(message.creationStatus))
         return
       }
       case "GpadlTorndown": {
-        const deferred = this.pendingTorndown.get(message.handle)
-        if (deferred === undefined) {
+        const pending = this.pendingTorndown.get(message.handle)
+        if (pending === undefined) {
           this.malformed++
           return
         }
         this.pendingTorndown.delete(message.handle)
-        Deferred.unsafeDone(deferred, Exit.void)
+        Deferred.unsafeDone(pending.deferred, Exit.void)
         return
       }
       case "OpenChannelResult": {
+        // Matched on (child_relid, openid), as Linux vmbus_onopen_result does; openid = relid here.
         const open = this.pendingOpens.get(message.childRelid)
-        if (open === undefined) {
+        if (open === undefined || message.openId !== message.childRelid) {
           this.malformed++
           return
         }
@@ -616,13 +637,8 @@ export class Bus {
   ): Effect.Effect<number, GpadlCreateFailed | GpadlTooLarge | InvalidParameter | ChannelClosed, Scope.Scope> {
     const teardown = (handle: number): Effect.Effect<void> =>
       Effect.suspend(() => {
-        if (!this.liveGpadls.has(handle)) return Effect.void
-        this.liveGpadls.delete(handle)
         channel?.gpadls.delete(handle)
-        const deferred = Deferred.unsafeMake<void>(FiberId.none)
-        this.pendingTorndown.set(handle, deferred)
-        this.post("toHost", { _tag: "GpadlTeardown", childRelid, handle })
-        return Deferred.await(deferred)
+        return this.releaseGpadl(handle, childRelid, channel?.rescinded === true)
       })
     type Created = { handle: number; created: Deferred.Deferred<number>; unpin: (() => void) | undefined }
     return Effect.acquireRelease(
@@ -640,7 +656,7 @@ export class Bus {
         })
         if (Either.isLeft(messages)) return Effect.fail(messages.left)
         const created = Deferred.unsafeMake<number>(FiberId.none)
-        this.pendingCreated.set(handle, created)
+        this.pendingCreated.set(handle, { relid: childRelid, deferred: created })
         if (options?.readOnly === true) this.readOnlyHint.add(handle)
         this.liveGpadls.add(handle)
         channel?.gpadls.add(handle)
@@ -666,17 +682,28 @@ export class Bus {
     )
   }
 
+  /**
+   * Ends one GPADL: GPADL_TEARDOWN and the wait for GPADL_TORNDOWN — or, once the channel was rescinded,
+   * nothing on the wire (Linux vmbus_teardown_gpadl skips the message after a rescind).
+   */
+  private releaseGpadl(handle: number, childRelid: number, rescinded: boolean): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (!this.liveGpadls.has(handle)) return Effect.void
+      this.liveGpadls.delete(handle)
+      if (rescinded) return Effect.void
+      const deferred = Deferred.unsafeMake<void>(FiberId.none)
+      this.pendingTorndown.set(handle, { relid: childRelid, deferred })
+      this.post("toHost", { _tag: "GpadlTeardown", childRelid, handle })
+      return Deferred.await(deferred)
+    })
+  }
+
   /** Tears down every GPADL still alive on a channel (KMCL: before the close completes). */
   private teardownChannelGpadls(channel: GuestChannel): Effect.Effect<void> {
     return Effect.forEach(Array.from(channel.gpadls), (handle) =>
       Effect.suspend(() => {
-        if (!this.liveGpadls.has(handle)) return Effect.void
-        this.liveGpadls.delete(handle)
         channel.gpadls.delete(handle)
-        const deferred = Deferred.unsafeMake<void>(FiberId.none)
-        this.pendingTorndown.set(handle, deferred)
-        this.post("toHost", { _tag: "GpadlTeardown", childRelid: channel.childRelid, handle })
-        return Deferred.await(deferred)
+        return this.releaseGpadl(handle, channel.childRelid, channel.rescinded)
       }), { discard: true })
   }
 
@@ -784,13 +811,14 @@ export class Bus {
       ;(channel as { client: EndpointState }).client = client
       client.createGpadl = (range, options) => this.createGpadl(relid, range, options, channel)
       this.guestChannels.set(relid, channel)
-      // Close: CLOSECHANNEL (not after a rescind), GPADLs torn down, RELID_RELEASED after a rescind.
+      // Close as Linux vmbus_close_internal: CLOSECHANNEL always; GPADLs torn down (released locally after
+      // a rescind, with no message); RELID_RELEASED last after a rescind.
       yield* Effect.addFinalizer(() =>
         Effect.suspend(() => {
           this.retiredSignals += client.counters.signalsSent
           client.closed = true
           this.guestChannels.delete(relid)
-          if (!channel.rescinded) this.post("toHost", { _tag: "CloseChannel", childRelid: relid })
+          this.post("toHost", { _tag: "CloseChannel", childRelid: relid })
           return this.teardownChannelGpadls(channel).pipe(
             Effect.zipRight(Effect.sync(() => {
               if (channel.rescinded) this.post("toHost", { _tag: "RelidReleased", childRelid: relid })

@@ -95,19 +95,28 @@ const negotiateBody = (framework: ReadonlyArray<Ic.IcVersion>, message: Readonly
   BinarySchema.encodeSync(Ic.IcMsgNegotiate)({ framework_versions: framework, message_versions: message })
 
 /** Turns a received request into its response in place: flags, status, and an optional new body. */
+/**
+ * Turns a received request into its response the way Linux does: the same bytes with icflags =
+ * TRANSACTION | RESPONSE, the status written only when it reports a failure, and `body` written over
+ * the request's body (the buffer grows, and icmsgsize with it, only if the body is longer).
+ */
 const respond = (request: Uint8Array, status: number, body?: Uint8Array): Uint8Array => {
-  const size = body === undefined ? request.length : Math.max(request.length, Ic.ICMSG_HDR + body.length)
-  const response = new Uint8Array(size)
+  const grows = body !== undefined && Ic.ICMSG_HDR + body.length > request.length
+  const response = new Uint8Array(grows ? Ic.ICMSG_HDR + body!.length : request.length)
   response.set(request)
   const view = new DataView(response.buffer)
   if (body !== undefined) {
     response.set(body, Ic.ICMSG_HDR)
-    view.setUint16(OFFSET_ICMSGSIZE, Math.min(body.length, 0xffff), true)
+    if (grows) view.setUint16(OFFSET_ICMSGSIZE, Math.min(body.length, 0xffff), true)
   }
-  view.setUint32(OFFSET_STATUS, status >>> 0, true)
+  if (status !== Ic.HV_S_OK) view.setUint32(OFFSET_STATUS, status >>> 0, true)
   view.setUint8(OFFSET_ICFLAGS, Ic.ICMSGHDRFLAG_TRANSACTION | Ic.ICMSGHDRFLAG_RESPONSE)
   return response
 }
+
+/** Timesync 4.0 and later carry `ictimesync_ref_data` (Linux: ts_srv_version > TS_VERSION_3). */
+const usesRefData = (negotiation: Negotiation | undefined): boolean =>
+  negotiation !== undefined && ((negotiation.message.major << 16) | negotiation.message.minor) > (3 << 16)
 
 // ---------------------------------------------------------------------------------------------
 // KVP store
@@ -235,9 +244,13 @@ export const guest = (
 
     const malformed = (service: ServiceName, reason: string) => {
       stats.malformed++
+      // Rate-limited: a hostile host must not flood the log (hardening §1.5).
+      const log = stats.malformed <= 10 || stats.malformed % 1000 === 0
+        ? Effect.logWarning(`integration services: malformed ${service} message (#${stats.malformed}): ${reason}`)
+        : Effect.void
       return Effect.zipRight(
         publish({ _tag: "Malformed", service, error: new ProtocolError({ reason: `${service}: ${reason}` }) }),
-        Effect.logWarning(`integration services: malformed ${service} message: ${reason}`)
+        log
       )
     }
 
@@ -270,7 +283,8 @@ export const guest = (
           case "Get": {
             const key = message.kvp_get.data.key
             const found = yield* kvp.get(pool, key)
-            if (Option.isNone(found)) return yield* reply(Ic.HV_E_FAIL, undefined, key)
+            // The Linux daemon answers a failed get with HV_S_CONT (hv_kvp_daemon.c).
+            if (Option.isNone(found)) return yield* reply(Ic.HV_S_CONT, undefined, key)
             const data = Ic.kvpStringValue(key, found.value)
             if (Either.isLeft(data)) return yield* reply(Ic.HV_E_FAIL, undefined, key)
             return yield* reply(Ic.HV_S_OK, { ...message, kvp_get: { data: data.right } }, key)
@@ -278,7 +292,7 @@ export const guest = (
           case "Delete": {
             const key = message.kvp_delete.key
             const removed = yield* kvp.delete(pool, key)
-            return yield* reply(removed ? Ic.HV_S_OK : Ic.HV_E_FAIL, undefined, key)
+            return yield* reply(removed ? Ic.HV_S_OK : Ic.HV_S_CONT, undefined, key)
           }
           case "Enumerate": {
             const entry = yield* kvp.enumerate(pool, message.kvp_enum_data.index)
@@ -336,16 +350,16 @@ export const guest = (
             response = result.right.response
           }
         } else if (service === "heartbeat" && type === Ic.ICMSGTYPE_HEARTBEAT) {
-          const decoded = decodeHeartbeat(body)
-          if (Either.isLeft(decoded)) {
-            yield* malformed(service, errorText(decoded.left))
+          // Linux needs only seq_num ("host may not fill it up entirely") and patches it in place.
+          if (body.length < 8) {
+            yield* malformed(service, `heartbeat body of ${body.length} bytes, seq_num needs 8`)
             response = respond(request, Ic.HV_E_FAIL)
           } else {
             stats.heartbeats++
-            const sequence = decoded.right.value.seq_num
-            // Linux answers with seq_num + 1.
-            const next = (sequence + 1n) & 0xffff_ffff_ffff_ffffn
-            response = respond(request, Ic.HV_S_OK, encodeHeartbeat({ seq_num: next }))
+            const sequence = new DataView(body.buffer, body.byteOffset, 8).getBigUint64(0, true)
+            const next = new Uint8Array(8)
+            new DataView(next.buffer).setBigUint64(0, (sequence + 1n) & 0xffff_ffff_ffff_ffffn, true)
+            response = respond(request, Ic.HV_S_OK, next)
             yield* publish({ _tag: "Heartbeat", sequence })
           }
         } else if (service === "shutdown" && type === Ic.ICMSGTYPE_SHUTDOWN) {
@@ -388,11 +402,11 @@ export const guest = (
             }
           }
         } else if (service === "timesync" && type === Ic.ICMSGTYPE_TIMESYNC) {
-          const version = negotiated.get("timesync")?.message.major ?? 4
+          const refData = usesRefData(negotiated.get("timesync"))
           const now = yield* Clock.currentTimeMillis
           const toUnixMillis = (parenttime: bigint) => Number(parenttime - Ic.WLTIMEDELTA) / 10_000
           let sample: TimeSample | undefined
-          if (version > 3) {
+          if (refData) {
             const decoded = decodeTimeRef(body)
             if (Either.isRight(decoded)) {
               const host = toUnixMillis(decoded.right.value.parenttime)
@@ -416,8 +430,9 @@ export const guest = (
         } else if (service === "kvp" && type === Ic.ICMSGTYPE_KVPEXCHANGE) {
           response = yield* handleKvp(request, body)
         } else {
+          // Linux's util callbacks answer any other message type with HV_E_FAIL.
           yield* malformed(service, `unexpected message type ${type}`)
-          response = respond(request, Ic.HV_ERROR_NOT_SUPPORTED)
+          response = respond(request, Ic.HV_E_FAIL)
         }
         yield* channel.sendPacket({
           _tag: "InBand",
@@ -641,8 +656,8 @@ export const host = (
         const data = yield* kvpValue(key, "")
         const body = yield* encodeKvp({ _tag: "Get", kvp_hdr: header(Ic.KVP_OP_GET, pool), kvp_get: { data } })
         const reply = yield* exchange("kvp", Ic.ICMSGTYPE_KVPEXCHANGE, body)
-        // HV_E_FAIL is the daemon's "no such key"; any other failure is an error, not an absence.
-        if (reply.status === Ic.HV_E_FAIL) return Option.none<string>()
+        // HV_S_CONT is the Linux daemon's "no such key" (HV_E_FAIL from other guests); anything else is an error.
+        if (reply.status === Ic.HV_S_CONT || reply.status === Ic.HV_E_FAIL) return Option.none<string>()
         yield* failStatus(reply, "kvp get")
         const decoded = decodeKvpReply(reply)
         if (Either.isLeft(decoded) || decoded.right._tag !== "Get") {
@@ -683,9 +698,8 @@ export const host = (
         Effect.gen(function*() {
           const now = sampleOptions?.hostTimeMillis ?? (yield* Clock.currentTimeMillis)
           const parenttime = BigInt(Math.round(now * 10_000)) + Ic.WLTIMEDELTA
-          const version = negotiated.get("timesync")?.message.major ?? 4
           const flags = sampleOptions?.flags ?? Ic.ICTIMESYNCFLAG_SAMPLE
-          const body = version > 3
+          const body = usesRefData(negotiated.get("timesync"))
             ? BinarySchema.encodeSync(Ic.IcTimesyncRefData)({ parenttime, vmreferencetime: 0n, flags, leapflags: 0, stratum: 0 })
             : BinarySchema.encodeSync(Ic.IcTimesyncData)({ parenttime, childtime: 0n, roundtriptime: 0n, flags })
           const reply = yield* exchange("timesync", Ic.ICMSGTYPE_TIMESYNC, body)
