@@ -67,6 +67,11 @@ export class Control extends Context.Tag("effect-vmbus/InMemoryTransport/Control
 export interface Options {
   /** Record every control message for `Control.messages` (default false). */
   readonly recordMessages?: boolean | undefined
+  /**
+   * An isolated (confidential) guest: accept offers of these interface types only, ignore the rest and
+   * count them in `offersIgnored` (Linux `vmbus_is_valid_offer`). Default: accept every offer.
+   */
+  readonly allowedInterfaceTypes?: ReadonlyArray<string> | undefined
 }
 
 /**
@@ -80,7 +85,10 @@ export const make = (
   options?: Options
 ): Effect.Effect<{ readonly transport: Transport.TransportShape; readonly control: ControlShape }> =>
   Effect.sync(() => {
-    const bus = new internal.Bus(memory, { recordMessages: options?.recordMessages === true })
+    const bus = new internal.Bus(memory, {
+      recordMessages: options?.recordMessages === true,
+      allowedInterfaceTypes: options?.allowedInterfaceTypes
+    })
     const transport: Transport.TransportShape = {
       name: "in-memory",
       capabilities: { ringGeometry: true, serverRole: true, gpadl: true },

@@ -140,6 +140,8 @@ export interface TransportStats {
   readonly messagesToHost: number
   readonly messagesToGuest: number
   readonly malformedMessages: number
+  /** Offers an isolated guest ignored because their device class is not allowed. */
+  readonly offersIgnored: number
 }
 
 export interface OpenChannelInfo {
@@ -201,8 +203,18 @@ export class Bus {
   private malformed = 0
   readonly log: Array<MessageLogEntry> | undefined
 
-  constructor(readonly memory: GuestMemory.GuestMemoryShape, options?: { readonly recordMessages?: boolean }) {
+  /** Isolated guests accept offers of these device classes only (Linux vmbus_is_valid_offer). */
+  private readonly allowedTypes: ReadonlySet<string> | undefined
+  private offersIgnored = 0
+
+  constructor(
+    readonly memory: GuestMemory.GuestMemoryShape,
+    options?: { readonly recordMessages?: boolean; readonly allowedInterfaceTypes?: ReadonlyArray<string> | undefined }
+  ) {
     this.log = options?.recordMessages === true ? [] : undefined
+    this.allowedTypes = options?.allowedInterfaceTypes === undefined
+      ? undefined
+      : new Set(options.allowedInterfaceTypes.map(normalizeGuid))
   }
 
   // ----- message connection ------------------------------------------------------------------
@@ -553,6 +565,10 @@ export class Bus {
     const message = decoded.right
     switch (message._tag) {
       case "OfferChannel":
+        if (this.allowedTypes !== undefined && !this.allowedTypes.has(message.interfaceType)) {
+          this.offersIgnored++
+          return
+        }
         this.guestOffers.set(message.childRelid, message)
         this.guestOffersChanged.notifyAll()
         return
@@ -860,7 +876,8 @@ export class Bus {
       gpadlsMapped: mapped,
       messagesToHost: this.messagesToHost,
       messagesToGuest: this.messagesToGuest,
-      malformedMessages: this.malformed
+      malformedMessages: this.malformed,
+      offersIgnored: this.offersIgnored
     }
   }
 
