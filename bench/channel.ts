@@ -13,27 +13,7 @@
  * Run: `npx tsx bench/channel.ts` (or via `bench/run.ts`, which calls `run()`). `CPU µs/op` is process
  * CPU time per packet or round trip: more stable than wall-clock rates on a shared machine.
  *
- * Last results (Node 20, 2 CPUs shared with other jobs, load average ~2.4):
- *
- * | row                                   | pkts or RTs /s | MB/s  | p50 µs | p99 µs | ratio to raw | CPU µs/op |
- * | ------------------------------------- | -------------- | ----- | ------ | ------ | ------------ | --------- |
- * | request/serve, sequential, 64 B       |          5,545 |   0.4 |   86.6 | 2427.2 |              |    181.31 |
- * | request/serve, concurrency 32, 64 B   |         10,121 |   0.6 | 2491.8 | 7425.0 |              |     99.70 |
- * | raw ring write+read, batch 32, 64 B   |        910,940 |  58.3 |        |        |        1.000 |      1.57 |
- * | raw ring write+read, batch 32, 1500 B |        525,633 | 788.4 |        |        |        1.000 |      2.51 |
- * | send 64 B → packets                   |         29,679 |   1.9 |        |        |        0.033 |     36.15 |
- * | send 64 B → serve                     |         24,402 |   1.6 |        |        |        0.027 |     44.26 |
- * | sendBatch(32) 64 B → packets          |         31,346 |   2.0 |        |        |        0.034 |     33.01 |
- * | sendBatch(32) 64 B → serve            |         24,240 |   1.6 |        |        |        0.027 |     43.20 |
- * | send 1500 B → packets                 |         27,557 |  41.3 |        |        |        0.052 |     38.80 |
- * | send 1500 B → serve                   |         21,497 |  32.2 |        |        |        0.041 |     50.55 |
- * | sendBatch(32) 1500 B → packets        |         26,356 |  39.5 |        |        |        0.050 |     41.51 |
- * | sendBatch(32) 1500 B → serve          |         20,995 |  31.5 |        |        |        0.040 |     51.81 |
- *
- * The receiver is the bottleneck of every one-way row (~33–50 µs CPU per packet against ~1.5–2.5 µs
- * for the ring): each packet is a scoped resource (`Effect.scoped` + `acquireRelease` alone costs
- * ~12 µs here), `serve` adds a `forkDaemon` per packet, and `request` adds a span and a metrics flush
- * per receive wake-up. The `packets` stream is the faster consumer (~1.25x less CPU than `serve`).
+ * Results: see README.md ("Benchmarks"), measured with `npm run bench`.
  */
 import * as os from "node:os"
 import * as Deferred from "effect/Deferred"

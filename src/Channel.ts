@@ -20,19 +20,21 @@ import type { InvalidParameter } from "./VmbusError.js"
  *   `outgoingRingPages` / `incomingRingPages` (control page included; default 16 each);
  * - `server` (host, VSP): `interfaceType` and `interfaceInstance` to offer; ring sizes come from the client.
  *
- * Common fields and defaults: `maxPacketSize` 4096 (largest payload; sizes the copy-out buffer and must
- * fit the rings), `transactionQuota` 64 (incoming packets delivered and not completed),
+ * Common fields and defaults: `maxPacketSize` 4096 (largest payload sent or completion returned; bounds
+ * the length of an accepted incoming packet; `16 + roundUp8(size) + 8` must fit each ring), `transactionQuota` 64 (incoming packets delivered and not completed),
  * `maxOutstandingTransactions` 1024, `maxExternalPages` 1024, `drainTimeoutMillis` 5000,
  * `openTimeoutMillis` 10000, `failureCompletion` (payload of automatic failure completions, default
  * empty), `strictCompletions` false (an unknown completion ends the channel when true),
  * `readBatchLimit` 128 (packets per wake-up), `name` (metric label).
  *
- * Metrics (Effect `Metric`, labelled `channel` and `role`, flushed every 256 events and at close):
- * `vmbus_packets_sent`, `vmbus_bytes_sent`, `vmbus_packets_received`, `vmbus_bytes_received`,
- * `vmbus_completions_sent`, `vmbus_completions_received`, `vmbus_unknown_completions`,
- * `vmbus_signals_sent`, `vmbus_signals_received`, `vmbus_ring_full_waits`,
+ * Metrics (Effect `Metric`, labelled `channel` and `role`; flushed by the receive loop every 256 events
+ * and at close, so `stats` is the exact, immediate view): `vmbus_packets_sent`, `vmbus_bytes_sent`,
+ * `vmbus_packets_received`, `vmbus_bytes_received`, `vmbus_completions_sent`,
+ * `vmbus_completions_received`, `vmbus_unknown_completions`, `vmbus_auto_completed`,
+ * `vmbus_handler_failures`, `vmbus_signals_sent`, `vmbus_signals_received`, `vmbus_ring_full_waits`,
  * `vmbus_requests_outstanding` (gauge). Spans: `vmbus.channel.open`, `vmbus.channel.close`,
- * `vmbus.channel.request`. `serve` runs `concurrency` workers (default `min(transactionQuota, 64)`).
+ * `vmbus.channel.request`. `serve` runs `concurrency` workers (default: the transaction quota at the
+ * time `serve` starts, at most 64; at most 1024 when given).
  *
  * @since 0.1.0
  * @category models
@@ -104,8 +106,8 @@ export type RequestError = internal.RequestError
 export type ReceiveError = internal.ReceiveError
 
 /**
- * The restricted capability `onStarted` receives: sending without waiting only (KMCL: no waiting for
- * completions in `EvtChannelStarted`).
+ * The restricted capability `onStarted` receives: sending only — no requests, so nothing in Started can
+ * wait for a completion or an incoming packet (KMCL: the incoming queue is not running yet).
  *
  * @since 0.1.0
  * @category models

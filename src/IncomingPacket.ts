@@ -1,8 +1,9 @@
 /**
- * An incoming packet: the receive-side handle KMCL passes to `EvtVmbChannelProcessPacket`. Obtained as
- * a scoped resource from a channel (`take`, `packets`, `serve`); it must end with exactly one terminal
- * action — `complete` or `fail` — and if its scope closes without one, it is completed automatically
- * with the channel's failure payload, so the sender is never left hanging.
+ * An incoming packet: the receive-side handle KMCL passes to `EvtVmbChannelProcessPacket`. It ends with
+ * exactly one terminal action — `complete` or `fail` — and if its owner lets go without one it is
+ * completed automatically with the channel's failure payload, so the sender is never left hanging:
+ * `take` hands it out as a scoped resource, `serve` owns it for the handler's run, and the `packets`
+ * stream owns it until the consumer pulls the next packet.
  *
  * @since 0.1.0
  */

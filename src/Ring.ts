@@ -10,7 +10,7 @@
  */
 import * as internal from "./internal/ring.js"
 import * as L from "./internal/layout.js"
-import type { InvalidParameter } from "./VmbusError.js"
+import { InvalidParameter } from "./VmbusError.js"
 
 /**
  * @since 0.1.0
@@ -128,7 +128,11 @@ export const allocate = (
   options?: { readonly shared?: boolean | undefined }
 ): Uint8Array | InvalidParameter => {
   if (!Number.isSafeInteger(ringSize) || ringSize < 2 * L.PAGE_SIZE || ringSize % L.PAGE_SIZE !== 0) {
-    return internal.region(new Uint8Array(0)) as InvalidParameter
+    return new InvalidParameter({
+      field: "ringSize",
+      reason: "a ring is a multiple of 4096 bytes with at least one data page",
+      value: ringSize
+    })
   }
   const bytes = new Uint8Array(options?.shared === false ? new ArrayBuffer(ringSize) : new SharedArrayBuffer(ringSize))
   const problem = initialize(bytes)

@@ -107,8 +107,8 @@ export interface Endpoint {
   readonly memory: GuestMemoryShape | undefined
   /**
    * Client only: creates a GPADL over guest pages (header and body messages, then the host's
-   * confirmation). Closing the scope tears it down and waits for the host's answer; the channel's
-   * close tears down those still alive first.
+   * confirmation). Closing the scope tears it down and waits for the host's answer; a channel's close
+   * tears down its GPADLs still alive (after CLOSECHANNEL) before it completes.
    */
   readonly createGpadl:
     | ((

@@ -95,7 +95,7 @@ const session = (options: { readonly heartbeats: number; readonly intervalMillis
     const deleted = yield* host.kvpDelete(0, "HostName")
     yield* log("host", `KVP delete HostName → ${deleted ? "deleted" : "not found"}`)
     const missing = yield* host.kvpGet(0, "HostName")
-    yield* log("host", `KVP get HostName → ${Option.isNone(missing) ? "not found (HV_E_FAIL)" : missing.value}`)
+    yield* log("host", `KVP get HostName → ${Option.isNone(missing) ? "not found (HV_S_CONT)" : missing.value}`)
 
     yield* log("host", "requesting a shutdown")
     const status = yield* host.shutdown({ reasonCode: 0x8000_0000, timeoutSeconds: 30 })

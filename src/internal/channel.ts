@@ -175,7 +175,6 @@ export interface ChannelEvent {
     | "DuplicateCompletion"
     | "RingCorrupt"
     | "PacketFailed"
-    | "HandlerFailed"
     | "InvalidExternalData"
   readonly error: MalformedPacket | RingCorrupt
 }
@@ -240,7 +239,7 @@ export interface Hooks<E = never> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Metrics (Effect metrics, tagged per channel; flushed per receive batch and at close)
+// Metrics (Effect metrics, tagged per channel; flushed every 256 events seen by the receive loop and at close)
 // ---------------------------------------------------------------------------------------------
 
 const metricPacketsSent = Metric.counter("vmbus_packets_sent", { incremental: true })
@@ -994,7 +993,7 @@ export class ChannelImpl implements OpenedChannel {
     options?: { readonly concurrency?: number | undefined }
   ): Effect.Effect<void, ReceiveError, Exclude<R, Scope.Scope>> =>
     Effect.suspend(() => {
-      // A fixed set of workers, as many as packets may be outstanding: no fiber per packet.
+      // A fixed set of workers (default: the quota, at most 64): no fiber per packet.
       const workers = Math.max(1, Math.min(options?.concurrency ?? Math.min(this.quota, 64), 1024))
       const worker = Effect.forever(Effect.zipRight(this.waitForPacket, this.handleOne(handler)))
       const fibers = new Set<Fiber.RuntimeFiber<never, ReceiveError>>()
@@ -1176,7 +1175,7 @@ export class ChannelImpl implements OpenedChannel {
       return Effect.fail(new InvalidState({ operation: "start", expected: "Paused", actual: this.current }))
     }
     return this.setState("Active").pipe(
-      Effect.zipRight(runHook(this.hooks.onStarted?.(this))),
+      Effect.zipRight(runHook(this.hooks.onStarted?.({ send: this.send }))),
       Effect.zipRight(Effect.sync(() => {
         this.delivering = true
         this.packetWaiters.wakeAll()
@@ -1270,7 +1269,7 @@ export class ChannelImpl implements OpenedChannel {
       if (set === undefined) {
         return new MalformedPacket({ reason: "unknown transfer page set", field: "xfer_pageset_id", value: packet.transferPageSetId })
       }
-      const size = isGuestBuffer(set) ? set.byteLength : set.byteLength
+      const size = set.byteLength
       for (let i = 0; i < packet.ranges.length; i++) {
         const range = packet.ranges[i]!
         if (range.byteOffset + range.byteCount > size) {
@@ -1388,7 +1387,6 @@ export class ChannelImpl implements OpenedChannel {
     })
   }
 
-  /** Suspend → drain → fail pending → Closed. Never fails. */
   /** The runtime the channel was opened in (its clock, logger, services), for closes started by the peer. */
   private runtime: Runtime.Runtime<never> | undefined = undefined
 
@@ -1400,7 +1398,10 @@ export class ChannelImpl implements OpenedChannel {
   private readonly closeDone = Deferred.unsafeMake<void>(FiberId.none)
   private reachedActive = false
 
-  /** Idempotent: a second caller (scope release after a peer close) waits for the first. */
+  /**
+   * Suspend → drain → fail pending → Closed. Never fails. Idempotent: a second caller (the scope's
+   * release after a peer close) waits for the first.
+   */
   close(): Effect.Effect<void> {
     return Effect.suspend(() => {
       if (this.closeStarted) return Deferred.await(this.closeDone)
@@ -1528,4 +1529,3 @@ const openIn = <E>(
     return channel as OpenedChannel
   })
 
-export { Cancelled }

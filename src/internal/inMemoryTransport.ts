@@ -179,6 +179,8 @@ export class Bus {
   private readonly hostOffers = new Map<number, HostOffer>()
   private readonly hostGpadls = new Map<number, HostGpadl>()
   private readonly reassembler = new ChannelMessage.GpadlReassembler()
+  /** child_relid of each GPADL being reassembled (bodies do not carry it). */
+  private readonly gpadlRelids = new Map<number, number>()
   /** Creation flags are not on the wire (Linux has none); the simulated host learns them here. */
   private readonly readOnlyHint = new Set<number>()
   // guest
@@ -272,11 +274,14 @@ export class Bus {
     switch (message._tag) {
       case "GpadlHeader":
       case "GpadlBody": {
+        if (message._tag === "GpadlHeader") this.gpadlRelids.set(message.handle, message.childRelid)
         const progress = this.reassembler.push(message)
         if (Either.isLeft(progress)) {
           this.malformed++
           const handle = message.handle
-          const relid = message._tag === "GpadlHeader" ? message.childRelid : 0
+          // Answer with the relid of the header, so the guest's wait (matched on both ids) ends.
+          const relid = message._tag === "GpadlHeader" ? message.childRelid : this.gpadlRelids.get(handle) ?? 0
+          this.gpadlRelids.delete(handle)
           if (handle !== 0) {
             this.post("toGuest", {
               _tag: "GpadlCreated",
@@ -289,6 +294,7 @@ export class Bus {
         }
         if (progress.right._tag === "Pending") return
         const gpadl = progress.right.gpadl
+        this.gpadlRelids.delete(gpadl.handle)
         let status = 0
         if (this.hostGpadls.has(gpadl.handle)) status = STATUS_UNSUCCESSFUL
         for (const pfn of gpadl.pfns) if (!this.memory.isAllocated(pfn)) status = STATUS_UNSUCCESSFUL
@@ -785,9 +791,7 @@ export class Bus {
       const relid = offer.childRelid
       const pages = request.outgoingRingPages + request.incomingRingPages
       // Rings: one contiguous donation, send ring first, described by one GPADL (as Linux does).
-      const buffer = yield* this.memory.allocate(pages).pipe(
-        Effect.catchTag("InvalidParameter", (error) => Effect.fail(error))
-      )
+      const buffer = yield* this.memory.allocate(pages)
       const channel: GuestChannel = {
         childRelid: relid,
         client: undefined as unknown as EndpointState,

@@ -19,7 +19,6 @@ export const FEATURE_BITS_WORD = FEATURE_BITS_OFFSET / 4
 
 export const FEATURE_PENDING_SEND_SIZE = 1
 
-export const PACKET_ALIGNMENT = 8
 export const TRAILER_SIZE = 8
 export const DESCRIPTOR_SIZE = 16
 /** `len8` is a u16, so the largest packet (trailer excluded) is 65535 × 8 bytes. */
@@ -41,9 +40,7 @@ export const PFN_SIZE = 8
 /** Largest byte offset a GPA range may start at inside its first page. */
 export const MAX_GPA_BYTE_OFFSET = 0xfff
 
-export const align8 = (n: number): number => (n + 7) & ~7
-
-/** `(n + 7) & ~7` overflows for large values; this form is safe up to 2^53. */
+/** Rounds up to a multiple of 8; exact up to 2^53 (a bitmask form would overflow at 2^31). */
 export const align8Safe = (n: number): number => Math.ceil(n / 8) * 8
 
 export const pageCount = (byteOffset: number, byteCount: number): number =>
