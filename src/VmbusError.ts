@@ -413,7 +413,7 @@ export class GpadlTooLarge extends Schema.TaggedError<GpadlTooLarge>("effect-vmb
  */
 export class GpadlUnavailable extends Schema.TaggedError<GpadlUnavailable>("effect-vmbus/GpadlUnavailable")(
   "GpadlUnavailable",
-  { handle: Schema.Number, reason: Schema.Literal("Unknown", "TearingDown", "NotCreated") }
+  { handle: Schema.Number, reason: Schema.Literal("Unknown", "TearingDown") }
 ) {
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {

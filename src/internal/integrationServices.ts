@@ -13,6 +13,7 @@ import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as PubSub from "effect/PubSub"
 import * as Ref from "effect/Ref"
+import { Notifier } from "./notifier.js"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -533,7 +534,25 @@ export const host = (
     const replies: Array<Reply> = []
     const negotiated = new Map<ServiceName, Negotiation>()
     const channels = new Map<ServiceName, Channel.OpenedChannel>()
-    const pending = new Map<bigint, Deferred.Deferred<Uint8Array>>()
+    // Answers awaited, by transaction id, with their deadlines. One reaper fiber expires them: a timer
+    // per exchange (Effect.timeoutFail) cost more than the exchange itself.
+    const pending = new Map<bigint, { readonly waiter: Deferred.Deferred<Uint8Array, Cancelled>; readonly deadline: number; readonly service: ServiceName }>()
+    const pendingAdded = new Notifier()
+    const timeoutMillis = Duration.toMillis(Duration.decode(timeout))
+    const reaper: Effect.Effect<never> = Effect.forever(Effect.gen(function*() {
+      const seen = pendingAdded.current
+      const now = yield* Clock.currentTimeMillis
+      let earliest = Number.POSITIVE_INFINITY
+      for (const [id, entry] of pending) {
+        if (entry.deadline <= now) {
+          pending.delete(id)
+          Deferred.unsafeDone(entry.waiter, Exit.fail(new Cancelled({ transactionId: id, reason: `${entry.service}: no answer` })))
+        } else if (entry.deadline < earliest) earliest = entry.deadline
+      }
+      if (earliest === Number.POSITIVE_INFINITY) yield* pendingAdded.waitAfter(seen)
+      else yield* Effect.sleep(Duration.millis(earliest - now))
+    }))
+    yield* Effect.forkScoped(reaper)
     let nextTransactionId = 1n
 
     const wanted = options.services ?? SERVICES
@@ -551,10 +570,10 @@ export const host = (
         yield* Effect.forkScoped(
           channel.serve((packet) =>
             Effect.sync(() => {
-              const waiter = pending.get(packet.packet.transactionId)
-              if (waiter === undefined) return
+              const entry = pending.get(packet.packet.transactionId)
+              if (entry === undefined) return
               pending.delete(packet.packet.transactionId)
-              Deferred.unsafeDone(waiter, Exit.succeed(packet.payload.slice()))
+              Deferred.unsafeDone(entry.waiter, Exit.succeed(packet.payload.slice()))
             })
           ).pipe(Effect.ignore)
         )
@@ -572,13 +591,13 @@ export const host = (
         const agreed = versions ?? negotiated.get(service)
         if (agreed === undefined) return yield* new ProtocolError({ reason: `${service} was not negotiated` })
         const transactionId = nextTransactionId++
-        const waiter = Deferred.unsafeMake<Uint8Array>(FiberId.none)
-        pending.set(transactionId, waiter)
+        const waiter = Deferred.unsafeMake<Uint8Array, Cancelled>(FiberId.none)
         const start = yield* Clock.currentTimeNanos
+        pending.set(transactionId, { waiter, deadline: Number(start / 1_000_000n) + timeoutMillis, service })
+        pendingAdded.notifyAll()
         const packet = buildRequest({ type, framework: agreed.framework, message: agreed.message, transactionId: Number(transactionId & 0xffn), body })
         const bytes = yield* channel.sendPacket({ _tag: "InBand", transactionId, completionRequested: false, payload: packet }).pipe(
           Effect.zipRight(Deferred.await(waiter)),
-          Effect.timeoutFail({ duration: timeout, onTimeout: () => new Cancelled({ transactionId, reason: `${service}: no answer` }) }),
           Effect.ensuring(Effect.sync(() => pending.delete(transactionId)))
         )
         const end = yield* Clock.currentTimeNanos
