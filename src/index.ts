@@ -90,6 +90,13 @@ export * as Protocol from "./Protocol.js"
 export * as Ring from "./Ring.js"
 
 /**
+ * Channels across worker threads over shared guest memory.
+ *
+ * @since 0.1.0
+ */
+export * as SharedMemoryTransport from "./SharedMemoryTransport.js"
+
+/**
  * The Transport service.
  *
  * @since 0.1.0

@@ -1,0 +1,575 @@
+// The shared-memory transport: the data path of a channel across threads. The host thread keeps the
+// in-memory bus (control plane, host endpoints) and opens channels on a remote guest's behalf; the guest
+// thread gets `Endpoint`s whose rings are views on the same GuestMemory SharedArrayBuffer. Control
+// requests (open, close) and lifecycle events (peer close) travel over a MessagePort; signals travel
+// through a shared Int32Array of doorbell words, two per channel slot (to host, to guest): the ringer
+// does `Atomics.add` + `Atomics.notify`, the receiver waits with `Atomics.waitAsync` on the last value
+// it saw, so a ring between two waits is never lost (rings may coalesce into one wake-up).
+import * as Cause from "effect/Cause"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Queue from "effect/Queue"
+import * as Scope from "effect/Scope"
+import type { MessagePort } from "node:worker_threads"
+import { MessageChannel } from "node:worker_threads"
+import * as GuestMemory from "../GuestMemory.js"
+import * as Transport from "../Transport.js"
+import type { CloseReason } from "../VmbusError.js"
+import {
+  ChannelClosed,
+  GpadlCreateFailed,
+  GpadlTooLarge,
+  InvalidParameter,
+  OpenRejected,
+  OpenTimeout,
+  OutOfMemory,
+  TransportError,
+  Unsupported
+} from "../VmbusError.js"
+
+// ---------------------------------------------------------------------------------------------
+// Shared state and wire messages
+// ---------------------------------------------------------------------------------------------
+
+export interface SharedBuffers {
+  /** The GuestMemory pages (`GuestMemoryShape.buffer`): the rings live here. */
+  readonly memory: SharedArrayBuffer
+  /** Two Int32 doorbell words per channel slot: `[2 * slot]` to host, `[2 * slot + 1]` to guest. */
+  readonly doorbells: SharedArrayBuffer
+}
+
+export interface Connection {
+  /** The host thread's end: give it to `serveGuest`. */
+  readonly hostPort: MessagePort
+  /** The guest thread's end: transfer it to the worker (`transferList`) and give it to `make`/`layerGuest`. */
+  readonly guestPort: MessagePort
+  /** Structured-cloneable (shared, not copied): pass it in `workerData`. */
+  readonly shared: SharedBuffers
+}
+
+export type OpenError =
+  | OpenRejected
+  | OpenTimeout
+  | Unsupported
+  | InvalidParameter
+  | TransportError
+  | OutOfMemory
+  | GpadlCreateFailed
+  | GpadlTooLarge
+  | ChannelClosed
+
+interface RingLocation {
+  readonly byteOffset: number
+  readonly byteLength: number
+}
+
+interface EncodedError {
+  readonly _tag: string
+  readonly fields: Record<string, unknown>
+}
+
+type GuestMessage =
+  | { readonly _tag: "Open"; readonly id: number; readonly request: Transport.OpenRequest }
+  | { readonly _tag: "Close"; readonly id: number }
+
+type HostMessage =
+  | {
+    readonly _tag: "Opened"
+    readonly id: number
+    readonly childRelid: number
+    readonly identity: Transport.OfferIdentity
+    readonly outgoing: RingLocation
+    readonly incoming: RingLocation
+    readonly slot: number
+  }
+  | { readonly _tag: "OpenFailed"; readonly id: number; readonly error: EncodedError }
+  | { readonly _tag: "PeerClosed"; readonly id: number; readonly reason: CloseReason }
+  | { readonly _tag: "Closed"; readonly id: number }
+
+const toHostWord = (slot: number): number => 2 * slot
+const toGuestWord = (slot: number): number => 2 * slot + 1
+
+const DEFAULT_MAX_CHANNELS = 64
+
+export const makeConnection = (
+  options?: { readonly maxChannels?: number | undefined }
+): Effect.Effect<Connection, InvalidParameter, GuestMemory.GuestMemory> =>
+  Effect.flatMap(GuestMemory.GuestMemory, (memory) => {
+    const maxChannels = options?.maxChannels ?? DEFAULT_MAX_CHANNELS
+    if (!Number.isSafeInteger(maxChannels) || maxChannels < 1 || maxChannels > 65536) {
+      return Effect.fail(
+        new InvalidParameter({ field: "maxChannels", reason: "must be an integer in 1..65536", value: maxChannels })
+      )
+    }
+    return Effect.sync(() => {
+      const { port1, port2 } = new MessageChannel()
+      return {
+        hostPort: port1,
+        guestPort: port2,
+        shared: { memory: memory.buffer, doorbells: new SharedArrayBuffer(8 * maxChannels) }
+      }
+    })
+  })
+
+// ---------------------------------------------------------------------------------------------
+// Doorbells
+// ---------------------------------------------------------------------------------------------
+
+type WaitAsync = (
+  array: Int32Array,
+  index: number,
+  value: number
+) => { readonly async: false; readonly value: "not-equal" | "timed-out" } | {
+  readonly async: true
+  readonly value: Promise<"ok" | "timed-out">
+}
+
+// ES2024 (Node ≥ 16); not in the ES2022 lib this project compiles against.
+const waitAsync: WaitAsync = (Atomics as unknown as { readonly waitAsync: WaitAsync }).waitAsync
+
+const ring = (words: Int32Array, index: number): void => {
+  Atomics.add(words, index, 1)
+  Atomics.notify(words, index)
+}
+
+/**
+ * Watches one doorbell word: runs `callback` once per wake-up that saw the word change since the last
+ * value observed (starting from `seen`). `stop` ends the loop and wakes the pending wait so it settles.
+ */
+class Watcher {
+  private stopped = false
+  private started = false
+  constructor(
+    private readonly words: Int32Array,
+    private readonly index: number,
+    private seen: number,
+    private readonly callback: () => void
+  ) {}
+
+  start(): void {
+    if (this.started) return
+    this.started = true
+    this.loop()
+  }
+
+  stop(): void {
+    if (this.stopped) return
+    this.stopped = true
+    Atomics.notify(this.words, this.index)
+  }
+
+  private readonly loop = (): void => {
+    while (!this.stopped) {
+      const current = Atomics.load(this.words, this.index)
+      if (current !== this.seen) {
+        this.seen = current
+        this.callback()
+        continue
+      }
+      const result = waitAsync(this.words, this.index, current)
+      if (result.async) {
+        result.value.then(this.loop, this.loop)
+        return
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors across the port
+// ---------------------------------------------------------------------------------------------
+
+const errorClasses: Record<string, new(fields: any) => OpenError> = {
+  OpenRejected,
+  OpenTimeout,
+  Unsupported,
+  InvalidParameter,
+  TransportError,
+  OutOfMemory,
+  GpadlCreateFailed,
+  GpadlTooLarge,
+  ChannelClosed
+}
+
+const isCloneable = (value: unknown): boolean =>
+  value === undefined || value === null || typeof value === "string" || typeof value === "number" ||
+  typeof value === "boolean" || value instanceof Uint8Array
+
+const encodeError = (error: unknown): EncodedError => {
+  if (typeof error === "object" && error !== null && "_tag" in error && typeof error._tag === "string") {
+    const fields: Record<string, unknown> = {}
+    for (const [key, value] of Object.entries(error)) {
+      if (key !== "_tag" && key !== "cause" && isCloneable(value)) fields[key] = value
+    }
+    return { _tag: error._tag, fields }
+  }
+  return { _tag: "TransportError", fields: { reason: "Unknown", detail: String(error) } }
+}
+
+const decodeError = (encoded: EncodedError): OpenError => {
+  const Class = errorClasses[encoded._tag]
+  if (Class !== undefined) {
+    try {
+      return new Class(encoded.fields)
+    } catch {
+      // fall through: the fields did not validate
+    }
+  }
+  return new TransportError({ reason: "Unknown", detail: `host failed the open with ${encoded._tag}` })
+}
+
+const connectionClosed = (): TransportError =>
+  new TransportError({ reason: "UnexpectedEof", detail: "the shared-memory connection is closed" })
+
+// ---------------------------------------------------------------------------------------------
+// Host side
+// ---------------------------------------------------------------------------------------------
+
+export interface GuestServer {
+  /** Remote channels open (or opening) right now. */
+  readonly openChannels: Effect.Effect<number>
+  /** Completes when the guest is gone (the port closed) and every remote channel has been closed. */
+  readonly closed: Effect.Effect<void>
+}
+
+interface RemoteChannel {
+  readonly id: number
+  readonly scope: Scope.CloseableScope
+  opening: Fiber.RuntimeFiber<void> | undefined
+}
+
+type Inbox = GuestMessage | { readonly _tag: "PortClosed" }
+
+export const serveGuest = (
+  port: MessagePort,
+  shared: SharedBuffers
+): Effect.Effect<GuestServer, never, Transport.Transport | Scope.Scope> =>
+  Effect.gen(function*() {
+    const transport = yield* Transport.Transport
+    // The dispatcher and the per-channel fibers live in a scope of their own, closed last: the guest's
+    // channels usually close while the caller's scope is already closing (they were opened after this),
+    // and a fiber forked into a closing scope would be interrupted before it starts.
+    const serverScope = yield* Scope.make()
+    const words = new Int32Array(shared.doorbells)
+    const free: Array<number> = []
+    for (let slot = words.length / 2 - 1; slot >= 0; slot--) free.push(slot)
+    const channels = new Map<number, RemoteChannel>()
+    const done = yield* Deferred.make<void>()
+    const inbox = yield* Queue.unbounded<Inbox>()
+    let portOpen = true
+
+    const post = (message: HostMessage): void => {
+      if (portOpen) port.postMessage(message)
+    }
+
+    const closeRemote = (remote: RemoteChannel): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        channels.delete(remote.id)
+        const opening = remote.opening
+        return (opening === undefined ? Effect.void : Fiber.interrupt(opening)).pipe(
+          Effect.zipRight(Scope.close(remote.scope, Exit.void))
+        )
+      })
+
+    const closeAll = (notifyGuest: boolean): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        const all = [...channels.values()]
+        if (notifyGuest) for (const remote of all) post({ _tag: "PeerClosed", id: remote.id, reason: "PeerClose" })
+        return Effect.forEach(all, closeRemote, { concurrency: "unbounded", discard: true })
+      })
+
+    // Added first, so it runs last: after the dispatcher and the handlers have been interrupted.
+    yield* Effect.addFinalizer(() =>
+      closeAll(true).pipe(
+        Effect.zipRight(Effect.sync(() => {
+          port.off("message", onMessage)
+          port.off("close", onClose)
+          portOpen = false
+          port.close()
+        })),
+        Effect.zipRight(Scope.close(serverScope, Exit.void)),
+        Effect.zipRight(Deferred.done(done, Exit.void))
+      )
+    )
+
+    const bridge = (remote: RemoteChannel, endpoint: Transport.Endpoint) =>
+      Effect.gen(function*() {
+        for (const [name, ring] of [["outgoing", endpoint.outgoing], ["incoming", endpoint.incoming]] as const) {
+          if (ring.buffer !== shared.memory) {
+            return yield* new TransportError({
+              reason: "BadResource",
+              detail: `the ${name} ring is not in the shared guest memory (serve the bus of that GuestMemory)`
+            })
+          }
+        }
+        const slot = free.pop()
+        if (slot === undefined) {
+          return yield* new TransportError({ reason: "Busy", detail: "no free doorbell slot (raise maxChannels)" })
+        }
+        Atomics.store(words, toHostWord(slot), 0)
+        Atomics.store(words, toGuestWord(slot), 0)
+        let stopped = false
+        const watcher = new Watcher(words, toHostWord(slot), 0, () => endpoint.signal())
+        yield* Scope.addFinalizer(
+          remote.scope,
+          Effect.sync(() => {
+            stopped = true
+            watcher.stop()
+            free.push(slot)
+          })
+        )
+        endpoint.onSignal(() => {
+          if (!stopped) ring(words, toGuestWord(slot))
+        })
+        endpoint.onPeerClose((reason) => {
+          if (!stopped) post({ _tag: "PeerClosed", id: remote.id, reason })
+        })
+        watcher.start()
+        return slot
+      })
+
+    const open = (remote: RemoteChannel, request: Transport.OpenRequest): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        const endpoint = yield* transport.open(request).pipe(Scope.extend(remote.scope))
+        const slot = yield* bridge(remote, endpoint)
+        const location = (view: Uint8Array): RingLocation => ({
+          byteOffset: view.byteOffset,
+          byteLength: view.byteLength
+        })
+        post({
+          _tag: "Opened",
+          id: remote.id,
+          childRelid: endpoint.childRelid,
+          identity: { ...endpoint.identity },
+          outgoing: location(endpoint.outgoing),
+          incoming: location(endpoint.incoming),
+          slot
+        })
+      }).pipe(
+        Effect.catchAllCause((cause) =>
+          Cause.isInterruptedOnly(cause) ? Effect.void : Effect.suspend(() => {
+            const failure = Cause.failureOption(cause)
+            const error = failure._tag === "Some"
+              ? encodeError(failure.value)
+              : encodeError(new TransportError({ reason: "Unknown", detail: Cause.pretty(cause) }))
+            channels.delete(remote.id)
+            post({ _tag: "OpenFailed", id: remote.id, error })
+            return Scope.close(remote.scope, Exit.void)
+          })
+        ),
+        Effect.ensuring(Effect.sync(() => {
+          remote.opening = undefined
+        }))
+      )
+
+    const handle = (message: Inbox): Effect.Effect<void> => {
+      switch (message._tag) {
+        case "Open":
+          return Effect.gen(function*() {
+            const remote: RemoteChannel = { id: message.id, scope: yield* Scope.make(), opening: undefined }
+            channels.set(remote.id, remote)
+            remote.opening = yield* Effect.forkIn(open(remote, message.request), serverScope)
+          })
+        case "Close": {
+          const remote = channels.get(message.id)
+          if (remote === undefined) return Effect.sync(() => post({ _tag: "Closed", id: message.id }))
+          return Effect.asVoid(Effect.forkIn(
+            Effect.ensuring(closeRemote(remote), Effect.sync(() => post({ _tag: "Closed", id: message.id }))),
+            serverScope
+          ))
+        }
+        case "PortClosed":
+          return Effect.suspend(() => {
+            portOpen = false
+            return closeAll(false)
+          }).pipe(Effect.zipRight(Deferred.done(done, Exit.void)))
+      }
+    }
+
+    const onMessage = (message: GuestMessage): void => {
+      Queue.unsafeOffer(inbox, message)
+    }
+    const onClose = (): void => {
+      Queue.unsafeOffer(inbox, { _tag: "PortClosed" })
+    }
+    port.on("message", onMessage)
+    port.on("close", onClose)
+    yield* Effect.forkIn(Effect.forever(Effect.flatMap(Queue.take(inbox), handle)), serverScope)
+
+    return {
+      openChannels: Effect.sync(() => channels.size),
+      closed: Deferred.await(done)
+    }
+  })
+
+// ---------------------------------------------------------------------------------------------
+// Guest side
+// ---------------------------------------------------------------------------------------------
+
+class GuestEndpoint implements Transport.Endpoint {
+  readonly role = "client" as const
+  readonly counters: Transport.EndpointCounters = {
+    signalsSent: 0,
+    signalsReceived: 0,
+    outstandingTransactions: 0,
+    outstandingPackets: 0
+  }
+  readonly memory = undefined
+  readonly createGpadl = undefined
+  readonly mapGpadl = undefined
+  private watcher: Watcher | undefined = undefined
+  private signalCallback: (() => void) | undefined = undefined
+  private peerCloseCallback: ((reason: CloseReason) => void) | undefined = undefined
+  private closedBy: CloseReason | undefined = undefined
+  private stopped = false
+
+  constructor(
+    readonly identity: Transport.OfferIdentity,
+    readonly childRelid: number,
+    readonly outgoing: Uint8Array,
+    readonly incoming: Uint8Array,
+    private readonly words: Int32Array,
+    private readonly slot: number
+  ) {}
+
+  readonly signal = (): void => {
+    if (this.stopped) return
+    this.counters.signalsSent++
+    ring(this.words, toHostWord(this.slot))
+  }
+
+  readonly onSignal = (callback: () => void): void => {
+    this.signalCallback = callback
+    if (this.watcher !== undefined || this.stopped) return
+    // The host resets both words before it answers the open, so 0 is "nothing seen yet": a signal that
+    // arrived before the callback was installed is delivered now.
+    this.watcher = new Watcher(this.words, toGuestWord(this.slot), 0, () => {
+      this.counters.signalsReceived++
+      this.signalCallback?.()
+    })
+    this.watcher.start()
+  }
+
+  readonly onPeerClose = (callback: (reason: CloseReason) => void): void => {
+    this.peerCloseCallback = callback
+    if (this.closedBy !== undefined) callback(this.closedBy)
+  }
+
+  peerClosed(reason: CloseReason): void {
+    if (this.closedBy !== undefined || this.stopped) return
+    this.closedBy = reason
+    this.peerCloseCallback?.(reason)
+  }
+
+  stop(): void {
+    this.stopped = true
+    this.watcher?.stop()
+  }
+}
+
+export const make = (
+  port: MessagePort,
+  shared: SharedBuffers
+): Effect.Effect<Transport.TransportShape, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const words = new Int32Array(shared.doorbells)
+    const pendingOpens = new Map<number, (message: HostMessage) => void>()
+    const pendingCloses = new Map<number, () => void>()
+    const endpoints = new Map<number, GuestEndpoint>()
+    let nextId = 1
+    let portOpen = true
+
+    const onMessage = (message: HostMessage): void => {
+      switch (message._tag) {
+        case "Opened":
+        case "OpenFailed": {
+          const resume = pendingOpens.get(message.id)
+          pendingOpens.delete(message.id)
+          resume?.(message)
+          return
+        }
+        case "PeerClosed":
+          endpoints.get(message.id)?.peerClosed(message.reason)
+          return
+        case "Closed": {
+          const resume = pendingCloses.get(message.id)
+          pendingCloses.delete(message.id)
+          resume?.()
+          return
+        }
+      }
+    }
+    const onClose = (): void => {
+      if (!portOpen) return
+      portOpen = false
+      port.off("message", onMessage)
+      port.off("close", onClose)
+      for (const resume of pendingOpens.values()) resume({ _tag: "OpenFailed", id: 0, error: encodeError(connectionClosed()) })
+      pendingOpens.clear()
+      for (const resume of pendingCloses.values()) resume()
+      pendingCloses.clear()
+      for (const endpoint of endpoints.values()) endpoint.peerClosed("PeerClose")
+    }
+    port.on("message", onMessage)
+    port.on("close", onClose)
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        for (const endpoint of endpoints.values()) endpoint.stop()
+        onClose()
+        port.close()
+      })
+    )
+
+    /** Sends `Close` and waits for the host's answer (or for the connection to end). */
+    const closeRemote = (id: number): Effect.Effect<void> =>
+      Effect.async<void>((resume) => {
+        const endpoint = endpoints.get(id)
+        endpoints.delete(id)
+        endpoint?.stop()
+        if (!portOpen) return resume(Effect.void)
+        pendingCloses.set(id, () => resume(Effect.void))
+        port.postMessage({ _tag: "Close", id } satisfies GuestMessage)
+      })
+
+    const open = (request: Transport.OpenRequest): Effect.Effect<Transport.Endpoint, OpenError, Scope.Scope> =>
+      Effect.gen(function*() {
+        if (!portOpen) return yield* connectionClosed()
+        const id = nextId++
+        let failed = false
+        // Before the request, so an interrupted open (OpenTimeout) still closes what the host opened.
+        yield* Effect.addFinalizer(() => failed ? Effect.void : closeRemote(id))
+        const reply = yield* Effect.async<HostMessage>((resume) => {
+          pendingOpens.set(id, (message) => resume(Effect.succeed(message)))
+          port.postMessage({ _tag: "Open", id, request } satisfies GuestMessage)
+          return Effect.sync(() => pendingOpens.delete(id))
+        })
+        if (reply._tag !== "Opened") {
+          failed = true
+          return yield* Effect.fail(reply._tag === "OpenFailed" ? decodeError(reply.error) : connectionClosed())
+        }
+        const view = (location: RingLocation) => new Uint8Array(shared.memory, location.byteOffset, location.byteLength)
+        const endpoint = new GuestEndpoint(
+          reply.identity,
+          reply.childRelid,
+          view(reply.outgoing),
+          view(reply.incoming),
+          words,
+          reply.slot
+        )
+        endpoints.set(id, endpoint)
+        return endpoint
+      })
+
+    const transport: Transport.TransportShape = {
+      name: "shared-memory-guest",
+      capabilities: { ringGeometry: true, serverRole: false, gpadl: false },
+      offer: () =>
+        Effect.fail(
+          new Unsupported({ capability: "serverRole", reason: "the shared-memory guest transport cannot offer channels" })
+        ),
+      open
+    }
+    return transport
+  })
