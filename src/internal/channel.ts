@@ -542,16 +542,12 @@ export class ChannelImpl implements OpenedChannel {
       if (!this.writable) return Effect.fail(new ChannelClosed({ reason: this.closeReason! }))
       if (this.outbox.length > 0) this.flushOutbox()
       if (this.waitingWriters === 0) {
-        const result = this.writeNow(packet)
-        if (result === undefined) {
-          if (written) written.done = true
-          return Effect.void
+        const outcome = this.tryWrite(packet, written)
+        if (outcome !== "full") return outcome
+        if (ifFull === "fail") {
+          const free = this.out.freeBytes()
+          return Effect.fail(new RingFull({ required: P.ringSize(packet), available: typeof free === "number" ? free : 0 }))
         }
-        if (result._tag === "RingCorrupt") {
-          this.failCorrupt(result)
-          return Effect.fail(result)
-        }
-        if (result._tag === "PacketTooLarge" || ifFull === "fail") return Effect.fail(result)
       } else if (ifFull === "fail") {
         const free = this.out.freeBytes()
         return Effect.fail(new RingFull({ required: P.ringSize(packet), available: typeof free === "number" ? free : 0 }))
@@ -560,6 +556,27 @@ export class ChannelImpl implements OpenedChannel {
       const owned = { ...packet, payload: packet.payload.slice() } as P.Packet
       return this.slowWrite(owned, written)
     })
+  }
+
+  /**
+   * One synchronous write attempt: done (with `written` set at once), a typed failure (a corrupt ring
+   * also fails the channel), or "full".
+   */
+  private tryWrite(
+    packet: P.Packet,
+    written: { done: boolean } | undefined
+  ): Effect.Effect<void, RingCorrupt | PacketTooLarge> | "full" {
+    const result = this.writeNow(packet)
+    if (result === undefined) {
+      if (written) written.done = true
+      return Effect.void
+    }
+    if (result._tag === "RingCorrupt") {
+      this.failCorrupt(result)
+      return Effect.fail(result)
+    }
+    if (result._tag === "PacketTooLarge") return Effect.fail(result)
+    return "full"
   }
 
   private slowWrite(
@@ -574,16 +591,8 @@ export class ChannelImpl implements OpenedChannel {
       // Queued completions go first; the space request stays while they still need it.
       if (this.outbox.length > 0) this.flushOutbox()
       if (this.outbox.length === 0) this.out.clearSpaceRequest()
-      const result = this.writeNow(packet)
-      if (result === undefined) {
-        if (written) written.done = true
-        return Effect.void
-      }
-      if (result._tag === "RingCorrupt") {
-        this.failCorrupt(result)
-        return Effect.fail(result)
-      }
-      if (result._tag === "PacketTooLarge") return Effect.fail(result)
+      const outcome = this.tryWrite(packet, written)
+      if (outcome !== "full") return outcome
       const seen = this.spaceChanged.current
       const fits = this.out.requestSpace(size)
       if (typeof fits !== "boolean") {

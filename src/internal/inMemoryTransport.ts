@@ -157,6 +157,19 @@ export type GpadlView = Transport.GpadlView
 
 export type MessageLogEntry = { readonly direction: "toHost" | "toGuest"; readonly bytes: Uint8Array }
 
+/** Completes, with `exit`, every wait in `waits` that belongs to channel `relid`. */
+const endWaits = <A>(
+  waits: Map<number, { readonly relid: number; readonly deferred: Deferred.Deferred<A> }>,
+  relid: number,
+  exit: Exit.Exit<A>
+): void => {
+  for (const [handle, pending] of waits) {
+    if (pending.relid !== relid) continue
+    waits.delete(handle)
+    Deferred.unsafeDone(pending.deferred, exit)
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The bus: host and guest state joined by a message connection
 // ---------------------------------------------------------------------------------------------
@@ -589,16 +602,8 @@ export class Bus {
         if (open !== undefined) Deferred.unsafeDone(open.deferred, Exit.succeed(STATUS_UNSUCCESSFUL))
         // Every wait on this channel ends now (Linux vmbus_rescind_cleanup): a host that rescinded
         // answers nothing more for it.
-        for (const [handle, pending] of this.pendingCreated) {
-          if (pending.relid !== message.childRelid) continue
-          this.pendingCreated.delete(handle)
-          Deferred.unsafeDone(pending.deferred, Exit.succeed(STATUS_UNSUCCESSFUL))
-        }
-        for (const [handle, pending] of this.pendingTorndown) {
-          if (pending.relid !== message.childRelid) continue
-          this.pendingTorndown.delete(handle)
-          Deferred.unsafeDone(pending.deferred, Exit.void)
-        }
+        endWaits(this.pendingCreated, message.childRelid, Exit.succeed(STATUS_UNSUCCESSFUL))
+        endWaits(this.pendingTorndown, message.childRelid, Exit.void)
         this.guestOffersChanged.notifyAll()
         return
       }
