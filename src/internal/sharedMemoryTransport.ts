@@ -165,7 +165,11 @@ class Watcher {
       const current = Atomics.load(this.words, this.index)
       if (current !== this.seen) {
         this.seen = current
-        this.callback()
+        try {
+          this.callback()
+        } catch {
+          // A throwing callback must not stop the signals of this channel (nor reject an unhandled promise).
+        }
         continue
       }
       const result = waitAsync(this.words, this.index, current)
@@ -280,9 +284,15 @@ export const serveGuest = (
         return Effect.forEach(all, closeRemote, { concurrency: "unbounded", discard: true })
       })
 
-    // Added first, so it runs last: after the dispatcher and the handlers have been interrupted.
+    let closing = false
+    let dispatcher: Fiber.RuntimeFiber<never> | undefined = undefined
+    // Stop taking messages first, so no open can slip in while the remote channels are being closed.
     yield* Effect.addFinalizer(() =>
-      closeAll(true).pipe(
+      Effect.suspend(() => {
+        closing = true
+        return dispatcher === undefined ? Effect.void : Fiber.interrupt(dispatcher)
+      }).pipe(
+        Effect.zipRight(closeAll(true)),
         Effect.zipRight(Effect.sync(() => {
           port.off("message", onMessage)
           port.off("close", onClose)
@@ -323,17 +333,19 @@ export const serveGuest = (
         endpoint.onSignal(() => {
           if (!stopped) ring(words, toGuestWord(slot))
         })
-        endpoint.onPeerClose((reason) => {
-          if (!stopped) post({ _tag: "PeerClosed", id: remote.id, reason })
-        })
         watcher.start()
-        return slot
+        // Installed by `open` once Opened is posted: a close the peer already made is then sent after it.
+        const forwardPeerClose = () =>
+          endpoint.onPeerClose((reason) => {
+            if (!stopped) post({ _tag: "PeerClosed", id: remote.id, reason })
+          })
+        return { slot, forwardPeerClose }
       })
 
     const open = (remote: RemoteChannel, request: Transport.OpenRequest): Effect.Effect<void> =>
       Effect.gen(function*() {
         const endpoint = yield* transport.open(request).pipe(Scope.extend(remote.scope))
-        const slot = yield* bridge(remote, endpoint)
+        const { forwardPeerClose, slot } = yield* bridge(remote, endpoint)
         const location = (view: Uint8Array): RingLocation => ({
           byteOffset: view.byteOffset,
           byteLength: view.byteLength
@@ -347,6 +359,7 @@ export const serveGuest = (
           incoming: location(endpoint.incoming),
           slot
         })
+        forwardPeerClose()
       }).pipe(
         Effect.catchAllCause((cause) =>
           Cause.isInterruptedOnly(cause) ? Effect.void : Effect.suspend(() => {
@@ -368,6 +381,11 @@ export const serveGuest = (
       switch (message._tag) {
         case "Open":
           return Effect.gen(function*() {
+            if (closing || channels.has(message.id)) {
+              const detail = closing ? "the host is shutting down" : `channel id ${message.id} is already in use`
+              post({ _tag: "OpenFailed", id: message.id, error: encodeError(new TransportError({ reason: "Busy", detail })) })
+              return
+            }
             const remote: RemoteChannel = { id: message.id, scope: yield* Scope.make(), opening: undefined }
             channels.set(remote.id, remote)
             remote.opening = yield* Effect.forkIn(open(remote, message.request), serverScope)
@@ -385,6 +403,9 @@ export const serveGuest = (
             portOpen = false
             return closeAll(false)
           }).pipe(Effect.zipRight(Deferred.done(done, Exit.void)))
+        default:
+          // A message this host does not know: ignored, never fatal to the dispatcher.
+          return Effect.void
       }
     }
 
@@ -396,7 +417,10 @@ export const serveGuest = (
     }
     port.on("message", onMessage)
     port.on("close", onClose)
-    yield* Effect.forkIn(Effect.forever(Effect.flatMap(Queue.take(inbox), handle)), serverScope)
+    dispatcher = yield* Effect.forkIn(
+      Effect.forever(Effect.flatMap(Queue.take(inbox), (message) => Effect.catchAllCause(handle(message), () => Effect.void))),
+      serverScope
+    )
 
     return {
       openChannels: Effect.sync(() => channels.size),
@@ -478,6 +502,9 @@ export const make = (
     const pendingOpens = new Map<number, (message: HostMessage) => void>()
     const pendingCloses = new Map<number, () => void>()
     const endpoints = new Map<number, GuestEndpoint>()
+    /** Opened, endpoint not built yet: a PeerClosed arriving meanwhile is kept for it. */
+    const awaitingEndpoint = new Set<number>()
+    const earlyCloses = new Map<number, CloseReason>()
     let nextId = 1
     let portOpen = true
 
@@ -487,12 +514,16 @@ export const make = (
         case "OpenFailed": {
           const resume = pendingOpens.get(message.id)
           pendingOpens.delete(message.id)
+          if (resume !== undefined && message._tag === "Opened") awaitingEndpoint.add(message.id)
           resume?.(message)
           return
         }
-        case "PeerClosed":
-          endpoints.get(message.id)?.peerClosed(message.reason)
+        case "PeerClosed": {
+          const endpoint = endpoints.get(message.id)
+          if (endpoint !== undefined) endpoint.peerClosed(message.reason)
+          else if (awaitingEndpoint.has(message.id)) earlyCloses.set(message.id, message.reason)
           return
+        }
         case "Closed": {
           const resume = pendingCloses.get(message.id)
           pendingCloses.delete(message.id)
@@ -549,6 +580,18 @@ export const make = (
           failed = true
           return yield* Effect.fail(reply._tag === "OpenFailed" ? decodeError(reply.error) : connectionClosed())
         }
+        awaitingEndpoint.delete(id)
+        const early = earlyCloses.get(id)
+        earlyCloses.delete(id)
+        // What the host sends is checked before any view is built on it.
+        const size = shared.memory.byteLength
+        const bad = [reply.outgoing, reply.incoming].some((l) =>
+          !Number.isSafeInteger(l.byteOffset) || !Number.isSafeInteger(l.byteLength) || l.byteOffset < 0 ||
+          l.byteLength <= 0 || l.byteOffset + l.byteLength > size || l.byteOffset % 8 !== 0
+        ) || !Number.isSafeInteger(reply.slot) || reply.slot < 0 || 2 * reply.slot + 1 >= words.length
+        if (bad) {
+          return yield* new TransportError({ reason: "InvalidData", detail: "the host described rings or a doorbell outside the shared buffers" })
+        }
         const view = (location: RingLocation) => new Uint8Array(shared.memory, location.byteOffset, location.byteLength)
         const endpoint = new GuestEndpoint(
           reply.identity,
@@ -559,6 +602,7 @@ export const make = (
           reply.slot
         )
         endpoints.set(id, endpoint)
+        if (early !== undefined) endpoint.peerClosed(early)
         return endpoint
       })
 
