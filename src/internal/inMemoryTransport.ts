@@ -607,38 +607,22 @@ export class Bus {
         this.guestOffersChanged.notifyAll()
         return
       }
-      case "GpadlCreated": {
+      case "GpadlCreated":
         // Matched on (child_relid, gpadl), as Linux vmbus_ongpadl_created does.
-        const pending = this.pendingCreated.get(message.handle)
-        if (pending === undefined || pending.relid !== message.childRelid) {
-          this.malformed++
-          return
-        }
-        this.pendingCreated.delete(message.handle)
-        Deferred.unsafeDone(pending.deferred, Exit.succeed(message.creationStatus))
+        this.answer(this.pendingCreated, message.handle, (p) => p.relid === message.childRelid, message.creationStatus)
         return
-      }
-      case "GpadlTorndown": {
-        const pending = this.pendingTorndown.get(message.handle)
-        if (pending === undefined) {
-          this.malformed++
-          return
-        }
-        this.pendingTorndown.delete(message.handle)
-        Deferred.unsafeDone(pending.deferred, Exit.void)
+      case "GpadlTorndown":
+        this.answer<void, { readonly relid: number; readonly deferred: Deferred.Deferred<void> }>(
+          this.pendingTorndown,
+          message.handle,
+          () => true,
+          undefined
+        )
         return
-      }
-      case "OpenChannelResult": {
+      case "OpenChannelResult":
         // Matched on (child_relid, openid), as Linux vmbus_onopen_result does; openid = relid here.
-        const open = this.pendingOpens.get(message.childRelid)
-        if (open === undefined || message.openId !== message.childRelid) {
-          this.malformed++
-          return
-        }
-        this.pendingOpens.delete(message.childRelid)
-        Deferred.unsafeDone(open.deferred, Exit.succeed(message.status))
+        this.answer(this.pendingOpens, message.childRelid, () => message.openId === message.childRelid, message.status)
         return
-      }
       case "AllOffersDelivered":
       case "VersionResponse":
       case "UnloadResponse":
@@ -647,6 +631,22 @@ export class Bus {
         this.malformed++
         return
     }
+  }
+
+  /** Completes the wait an answer is for; an answer nobody waits for (or that does not match) is counted. */
+  private answer<A, W extends { readonly deferred: Deferred.Deferred<A> }>(
+    waits: Map<number, W>,
+    key: number,
+    matches: (wait: W) => boolean,
+    value: A
+  ): void {
+    const wait = waits.get(key)
+    if (wait === undefined || !matches(wait)) {
+      this.malformed++
+      return
+    }
+    waits.delete(key)
+    Deferred.unsafeDone(wait.deferred, Exit.succeed(value))
   }
 
   // ----- guest: GPADLs -----------------------------------------------------------------------

@@ -50,6 +50,18 @@ const readable = (w: number, r: number, size: number): number => (w >= r ? w - r
 
 const badIndex = (index: number, size: number): boolean => index >= size || (index & 7) !== 0
 
+/** Loads an index once (Atomics) and validates it: `< dataSize` and a multiple of 8 (hardening §1.1). */
+const loadPeerIndex = (
+  control: Uint32Array,
+  word: number,
+  dataSize: number,
+  field: "read_index" | "write_index"
+): number | RingCorrupt => {
+  const index = Atomics.load(control, word)
+  if (badIndex(index, dataSize)) return new RingCorrupt({ reason: "index out of range or misaligned", field, value: index })
+  return index
+}
+
 const copyIn = (data: Uint8Array, size: number, at: number, src: Uint8Array): number => {
   const n = src.length
   const first = size - at
@@ -118,10 +130,8 @@ export class OutgoingRing {
   static attach(input: RegionInput, options?: RingOptions): OutgoingRing | InvalidParameter | RingCorrupt {
     const r = region(input)
     if (r instanceof InvalidParameter) return r
-    const own = Atomics.load(r.control, L.WRITE_INDEX_WORD)
-    if (badIndex(own, r.dataSize)) {
-      return new RingCorrupt({ reason: "index out of range or misaligned", field: "write_index", value: own })
-    }
+    const own = loadPeerIndex(r.control, L.WRITE_INDEX_WORD, r.dataSize, "write_index")
+    if (typeof own !== "number") return own
     return new OutgoingRing(r, own, options)
   }
 
@@ -131,11 +141,7 @@ export class OutgoingRing {
   }
 
   private loadReadIndex(): number | RingCorrupt {
-    const r = Atomics.load(this.control, L.READ_INDEX_WORD)
-    if (badIndex(r, this.dataSize)) {
-      return new RingCorrupt({ reason: "index out of range or misaligned", field: "read_index", value: r })
-    }
-    return r
+    return loadPeerIndex(this.control, L.READ_INDEX_WORD, this.dataSize, "read_index")
   }
 
   /** Raw free bytes as seen from the uncommitted cursor (a packet needs strictly more). */
@@ -289,19 +295,13 @@ export class IncomingRing {
   static attach(input: RegionInput, options?: IncomingOptions): IncomingRing | InvalidParameter | RingCorrupt {
     const r = region(input)
     if (r instanceof InvalidParameter) return r
-    const own = Atomics.load(r.control, L.READ_INDEX_WORD)
-    if (badIndex(own, r.dataSize)) {
-      return new RingCorrupt({ reason: "index out of range or misaligned", field: "read_index", value: own })
-    }
+    const own = loadPeerIndex(r.control, L.READ_INDEX_WORD, r.dataSize, "read_index")
+    if (typeof own !== "number") return own
     return new IncomingRing(r, own, options)
   }
 
   private loadWriteIndex(): number | RingCorrupt {
-    const w = Atomics.load(this.control, L.WRITE_INDEX_WORD)
-    if (badIndex(w, this.dataSize)) {
-      return new RingCorrupt({ reason: "index out of range or misaligned", field: "write_index", value: w })
-    }
-    return w
+    return loadPeerIndex(this.control, L.WRITE_INDEX_WORD, this.dataSize, "write_index")
   }
 
   /** Bytes readable from the private cursor. */
