@@ -36,8 +36,10 @@ import type {
   TransportError
 } from "../VmbusError.js"
 import {
+  CallbackFailed,
   Cancelled,
   ChannelClosed,
+  CompletionDropped,
   ExternalDataUnavailable,
   InvalidMemoryRange,
   Unsupported,
@@ -53,6 +55,7 @@ import {
   TooManyTransactions
 } from "../VmbusError.js"
 import * as L from "./layout.js"
+import { currentFiber, interruptBounded } from "./bounded.js"
 import { Doorbell, Notifier, WaitQueue } from "./notifier.js"
 import * as P from "./packet.js"
 
@@ -104,7 +107,19 @@ export type ChannelConfigInput = typeof ChannelConfig.Encoded
 
 export const decodeConfig = (input: ChannelConfigInput): Either.Either<ChannelConfig, InvalidParameter> => {
   const result = Schema.decodeUnknownEither(ChannelConfig)(input, { errors: "first", onExcessProperty: "error" })
-  if (Either.isRight(result)) return Either.right(result.right)
+  if (Either.isRight(result)) {
+    const config = result.right
+    // Sent as a completion's payload: longer than maxPacketSize it could never be sent (the ring fits
+    // maxPacketSize), and every failed packet would stay pending with its quota slot.
+    if (config.failureCompletion.length > config.maxPacketSize) {
+      return Either.left(new InvalidParameter({
+        field: "failureCompletion",
+        reason: `longer than maxPacketSize (${config.maxPacketSize} bytes)`,
+        value: config.failureCompletion.length
+      }))
+    }
+    return Either.right(config)
+  }
   const issues = ParseResult.ArrayFormatter.formatErrorSync(result.left)
   // A union reports one issue per branch: prefer the branch of the role actually given.
   const first = issues.find((issue) => issue.path.length > 0 && issue.path[0] !== "role") ?? issues[0]
@@ -142,6 +157,8 @@ export interface ChannelStats {
   readonly ringFullWaits: number
   readonly unknownCompletions: number
   readonly handlerFailures: number
+  /** Completions owed to the peer and never written (the open period ended first); see `events`. */
+  readonly completionsDropped: number
 }
 
 export interface SendOptions {
@@ -176,7 +193,9 @@ export interface ChannelEvent {
     | "RingCorrupt"
     | "PacketFailed"
     | "InvalidExternalData"
-  readonly error: MalformedPacket | RingCorrupt
+    | "CompletionDropped"
+    | "CallbackFailed"
+  readonly error: MalformedPacket | RingCorrupt | CompletionDropped | CallbackFailed
 }
 
 export interface Sender {
@@ -254,6 +273,7 @@ const metricCompletionsReceived = Metric.counter("vmbus_completions_received", {
 const metricUnknownCompletions = Metric.counter("vmbus_unknown_completions", { incremental: true })
 const metricAutoCompleted = Metric.counter("vmbus_auto_completed", { incremental: true })
 const metricHandlerFailures = Metric.counter("vmbus_handler_failures", { incremental: true })
+const metricCompletionsDropped = Metric.counter("vmbus_completions_dropped", { incremental: true })
 const metricRequestsOutstanding = Metric.gauge("vmbus_requests_outstanding")
 
 // ---------------------------------------------------------------------------------------------
@@ -280,15 +300,11 @@ class Counters {
   ringFullWaits = 0
   unknownCompletions = 0
   handlerFailures = 0
+  completionsDropped = 0
 }
 
 const EMPTY = new Uint8Array(0)
 
-/** Runs a lifecycle hook that must not stop the lifecycle: its failures and defects are logged. */
-const runHook = (hook: Effect.Effect<unknown, unknown> | undefined): Effect.Effect<void> =>
-  hook === undefined
-    ? Effect.void
-    : Effect.catchAllCause(Effect.asVoid(hook), (cause) => Effect.logWarning("vmbus: lifecycle hook failed", cause))
 
 class PacketHandle implements IncomingPacketNs.IncomingPacket {
   readonly [IncomingPacketTypeId]: IncomingPacketNs.TypeId = IncomingPacketTypeId
@@ -316,6 +332,9 @@ class PacketHandle implements IncomingPacketNs.IncomingPacket {
 
   /** Set at delivery when the packet's external data failed validation; completed with failure. */
   invalid: MalformedPacket | undefined = undefined
+
+  /** The fiber the packet was handed to (undefined until handed out). */
+  holder: Fiber.RuntimeFiber<unknown, unknown> | undefined = undefined
 
   readonly externalData = Effect.suspend(() => this.channel.externalData(this))
 }
@@ -352,7 +371,10 @@ export class ChannelImpl implements OpenedChannel {
 
   /** The next queued packet, unless delivery is paused (queued packets then wait for start). */
   private handOut(): PacketHandle | undefined {
-    return this.delivering ? this.queue.shift() : undefined
+    const packet = this.delivering ? this.queue.shift() : undefined
+    // Who holds it: a pause or close run by that fiber cannot wait for it.
+    if (packet !== undefined) packet.holder = currentFiber()
+    return packet
   }
   private outstanding = 0
   private readonly outstandingChanged = new Notifier()
@@ -426,6 +448,32 @@ export class ChannelImpl implements OpenedChannel {
     this.eventHub.unsafeOffer(event)
   }
 
+  /**
+   * Runs a lifecycle hook that must not stop the lifecycle. It is called inside the guard, so a hook
+   * that throws instead of returning an Effect is caught too; failures and defects are logged and
+   * reported as `CallbackFailed`.
+   */
+  private runHook(name: string, hook: () => Effect.Effect<unknown, unknown> | undefined): Effect.Effect<void> {
+    return Effect.catchAllCause(
+      Effect.suspend(() => Effect.asVoid(hook() ?? Effect.void)),
+      (cause) =>
+        Effect.zipRight(
+          Effect.sync(() => this.report({ _tag: "CallbackFailed", error: new CallbackFailed({ callback: name, cause: Cause.squash(cause) }) })),
+          Effect.logWarning(`vmbus: lifecycle hook ${name} failed`, cause)
+        )
+    )
+  }
+
+  /** Runs a synchronous user callback from library code: what it throws is reported, never rethrown. */
+  private runCallback(name: string, callback: () => void): void {
+    try {
+      callback()
+    } catch (thrown) {
+      this.report({ _tag: "CallbackFailed", error: new CallbackFailed({ callback: name, cause: thrown }) })
+      if (this.runtime !== undefined) Runtime.runFork(this.runtime)(Effect.logWarning(`vmbus: ${name} threw`, thrown))
+    }
+  }
+
   // ----- signalling --------------------------------------------------------------------------
 
   private signalPeer(): void {
@@ -448,7 +496,7 @@ export class ChannelImpl implements OpenedChannel {
       if (!this.writable) {
         // The peer is gone (or the period ended): nothing to send, release locally.
         this.outbox.shift()
-        this.release(packet)
+        this.dropCompletion(packet, `the open period ended (${this.closeReason}) before the ring had room`)
         continue
       }
       const result = this.out.writeValidated(completion)
@@ -467,7 +515,7 @@ export class ChannelImpl implements OpenedChannel {
       if (result._tag === "PacketTooLarge") {
         // Checked at completion time; unreachable unless the ring is smaller than maxPacketSize allows.
         this.outbox.shift()
-        this.release(packet)
+        this.dropCompletion(packet, "larger than the ring")
         continue
       }
       const fits = this.out.requestSpace(P.ringSize(completion))
@@ -477,6 +525,13 @@ export class ChannelImpl implements OpenedChannel {
     }
     this.outboxChanged.notifyAll()
     this.maybeClearSpaceRequest()
+  }
+
+  /** A completion that will never be written: counted, reported, and its packet released. */
+  private dropCompletion(packet: PacketHandle, reason: string): void {
+    this.counters.completionsDropped++
+    this.report({ _tag: "CompletionDropped", error: new CompletionDropped({ transactionId: packet.packet.transactionId, reason }) })
+    this.release(packet)
   }
 
   /** pending_send_sz is withdrawn only when no writer and no queued completion still needs space. */
@@ -712,7 +767,8 @@ export class ChannelImpl implements OpenedChannel {
         const userSettled = options?.onSettled
         const onSettled = pinned.length === 0 && userSettled === undefined ? undefined : () => {
           for (const unpin of pinned) unpin()
-          userSettled?.()
+          // Runs in the receive loop or a close: a throw must stop neither.
+          if (userSettled !== undefined) this.runCallback("onSettled", userSettled)
         }
         const deferred = Deferred.unsafeMake<Uint8Array, ChannelClosed>(FiberId.none)
         this.transactions.set(transactionId, { deferred, onSettled })
@@ -884,6 +940,7 @@ export class ChannelImpl implements OpenedChannel {
     add(metricUnknownCompletions, now.unknownCompletions - before.unknownCompletions)
     add(metricAutoCompleted, now.autoCompleted - before.autoCompleted)
     add(metricHandlerFailures, now.handlerFailures - before.handlerFailures)
+    add(metricCompletionsDropped, now.completionsDropped - before.completionsDropped)
     this.flushed = Object.assign(new Counters(), now)
     updates.push(Metric.set(Metric.taggedWithLabels(metricRequestsOutstanding, this.labels()), this.transactions.size))
     return Effect.all(updates, { discard: true })
@@ -975,7 +1032,7 @@ export class ChannelImpl implements OpenedChannel {
             if (Exit.isSuccess(exit)) {
               const result = exit.value
               // A result that cannot be sent (too large) still ends the packet: with the failure payload.
-              return restore(packet.complete(result instanceof Uint8Array ? result : EMPTY)).pipe(
+              return packet.complete(result instanceof Uint8Array ? result : EMPTY).pipe(
                 Effect.catchTag("PacketTooLarge", () =>
                   Effect.zipRight(
                     Effect.sync(() => {
@@ -1031,7 +1088,8 @@ export class ChannelImpl implements OpenedChannel {
         Effect.ensuring(Effect.suspend(() => {
           stopping = true
           for (const fiber of fibers) this.handlerFibers.delete(fiber)
-          return Fiber.interruptAll(Array.from(fibers))
+          // Bounded: a worker may be the fiber interrupting serve (a handler closing the serve's scope).
+          return interruptBounded(fibers)
         }))
       )
     }) as Effect.Effect<void, ReceiveError, Exclude<R, Scope.Scope>>
@@ -1060,8 +1118,12 @@ export class ChannelImpl implements OpenedChannel {
       }
       packet.state = disposition
       if (disposition === "autoCompleted") this.counters.autoCompleted++
-      if (!packet.completionRequested || !this.writable) {
+      if (!packet.completionRequested) {
         this.release(packet)
+        return Effect.void
+      }
+      if (!this.writable) {
+        this.dropCompletion(packet, `the open period ended (${this.closeReason})`)
         return Effect.void
       }
       const completion: P.CompletionPacket = {
@@ -1071,13 +1133,16 @@ export class ChannelImpl implements OpenedChannel {
       }
       this.outbox.push({ packet, completion })
       this.flushOutbox()
-      // Wait (interruptibly) until it is in the ring; an interruption leaves it queued, not lost.
+      // A drain waiting for packets in consumers' hands: this one has left them.
+      this.outstandingChanged.notifyAll()
+      // Wait until it is in the ring — interruptibly even inside a completion guard: an interruption
+      // leaves it queued, not lost, and no close may wait on a peer that stopped reading.
       const waitWritten: Effect.Effect<void> = Effect.suspend(() => {
         const seen = this.outboxChanged.current
         if (!this.live.has(packet)) return Effect.void
         return Effect.zipRight(this.outboxChanged.waitAfter(seen), waitWritten)
       })
-      return waitWritten
+      return Effect.interruptible(waitWritten)
     })
   }
 
@@ -1118,51 +1183,78 @@ export class ChannelImpl implements OpenedChannel {
       return Effect.void
     })
 
-  /** Waits until every delivered packet is completed, up to the drain timeout; then forces it. */
+  /**
+   * Waits until no delivered packet is in a consumer's hands — closing: and no completion is still
+   * queued — up to the drain timeout; then interrupts the handlers (waiting a short grace at most) and
+   * forces the rest. Packets held by the fiber running the pause or close are not waited for: it cannot
+   * complete them while it waits (a handler closing its own channel).
+   */
   private drainOutstanding(closing: boolean): Effect.Effect<void> {
     return Effect.suspend(() => {
-    // Closing: packets read but not handed out are completed with the failure payload. Pausing keeps
-    // them for after start; only packets in a consumer's hands are waited for.
-    const undelivered = closing ? this.queue.splice(0) : []
-    const waitAll: Effect.Effect<void> = Effect.suspend(() => {
-      const seen = this.outstandingChanged.current
-      if (this.outstanding - this.queue.length <= 0) return Effect.void
-      return Effect.zipRight(this.outstandingChanged.waitAfter(seen), waitAll)
-    })
-    return Effect.forEach(undelivered, (packet) => this.autoComplete(packet), { discard: true }).pipe(
+      const self = currentFiber()
+      // Closing: packets read but not handed out are completed with the failure payload. Pausing keeps
+      // them for after start; only packets in a consumer's hands are waited for.
+      if (closing) {
+        for (const packet of this.queue.splice(0)) this.autoCompleteNow(packet)
+        this.flushOutbox()
+      }
+      const busy = (): boolean => {
+        if (closing && this.outbox.length > 0) return true
+        for (const packet of this.live) {
+          if (packet.state === "pending" && packet.holder !== undefined && packet.holder !== self) return true
+        }
+        return false
+      }
+      const waitAll: Effect.Effect<void> = Effect.suspend(() => {
+        const seen = this.outstandingChanged.current
+        if (!busy()) return Effect.void
+        return Effect.zipRight(this.outstandingChanged.waitAfter(seen), waitAll)
+      })
       // Interruptible: the close runs as a finalizer, and the timeout must be able to stop the wait.
-      Effect.zipRight(Effect.timeout(Effect.interruptible(waitAll), Duration.millis(this.config.drainTimeoutMillis))),
-      Effect.catchAll(() =>
-        Effect.suspend(() => {
+      return Effect.timeout(Effect.interruptible(waitAll), Duration.millis(this.config.drainTimeoutMillis)).pipe(
+        Effect.matchEffect({
           // C15: interrupt hung handlers (their packets auto-complete), then force the rest.
-          return Fiber.interruptAll(Array.from(this.handlerFibers)).pipe(
-            Effect.zipRight(Effect.sync(() => this.forceCompleteAll()))
-          )
+          onFailure: () =>
+            Effect.zipRight(
+              interruptBounded(this.handlerFibers),
+              Effect.sync(() => this.forceCompleteAll(closing ? undefined : self))
+            ),
+          // Closing: what the closing fiber itself holds is completed now.
+          onSuccess: () => (closing ? Effect.sync(() => this.forceCompleteAll(undefined)) : Effect.void)
         })
       )
-    )
     })
   }
 
+  /** Completes a pending packet with the failure payload at once; the completion waits in the outbox. */
+  private autoCompleteNow(packet: PacketHandle): void {
+    if (packet.state !== "pending") return
+    packet.state = "autoCompleted"
+    this.counters.autoCompleted++
+    if (!packet.completionRequested) {
+      this.release(packet)
+    } else if (!this.writable) {
+      this.dropCompletion(packet, `the open period ended (${this.closeReason})`)
+    } else {
+      this.outbox.push({
+        packet,
+        completion: { _tag: "Completion", transactionId: packet.packet.transactionId, payload: this.config.failureCompletion }
+      })
+    }
+  }
+
   /**
-   * Packets still pending after the drain timeout (held by code outside `serve`): completed now with
-   * the failure payload if the ring has room, so neither the quota nor the peer stays blocked. A later
-   * `complete` by their holder gets `PacketAlreadyCompleted`.
+   * Packets still pending after the drain timeout (held by code outside `serve`, or by the closing
+   * fiber itself): completed now with the failure payload, so neither the quota nor the peer stays
+   * blocked. A later `complete` by their holder gets `PacketAlreadyCompleted`. A pause spares what its
+   * own fiber holds (`except`): that consumer goes on after the pause returns.
    */
-  private forceCompleteAll(): void {
+  private forceCompleteAll(except: Fiber.RuntimeFiber<unknown, unknown> | undefined): void {
     const queued = new Set(this.queue)
     for (const packet of Array.from(this.live)) {
       if (packet.state !== "pending" || queued.has(packet)) continue
-      packet.state = "autoCompleted"
-      this.counters.autoCompleted++
-      if (packet.completionRequested && this.writable) {
-        this.outbox.push({
-          packet,
-          completion: { _tag: "Completion", transactionId: packet.packet.transactionId, payload: this.config.failureCompletion }
-        })
-      } else {
-        this.release(packet)
-      }
+      if (except !== undefined && packet.holder === except) continue
+      this.autoCompleteNow(packet)
     }
     this.flushOutbox()
   }
@@ -1173,7 +1265,8 @@ export class ChannelImpl implements OpenedChannel {
     }
     this.delivering = false
     return this.setState("Paused").pipe(
-      Effect.zipRight(runHook(this.hooks.onSuspend)),
+      Effect.zipRight(Effect.sync(() => this.spaceChanged.notifyAll())),
+      Effect.zipRight(this.runHook("onSuspend", () => this.hooks.onSuspend)),
       Effect.zipRight(this.drainOutstanding(false)),
       Effect.zipRight(Effect.sync(() => this.failPending("LocalClose")))
     )
@@ -1184,13 +1277,13 @@ export class ChannelImpl implements OpenedChannel {
       return Effect.fail(new InvalidState({ operation: "start", expected: "Paused", actual: this.current }))
     }
     return this.setState("Active").pipe(
-      Effect.zipRight(runHook(this.hooks.onStarted?.({ send: this.send }))),
+      Effect.zipRight(this.runHook("onStarted", () => this.hooks.onStarted?.({ send: this.send }))),
       Effect.zipRight(Effect.sync(() => {
         this.delivering = true
         this.packetWaiters.wakeAll()
         this.wake.ring()
       })),
-      Effect.zipRight(runHook(this.hooks.onPostStarted?.(this)))
+      Effect.zipRight(this.runHook("onPostStarted", () => this.hooks.onPostStarted?.(this)))
     )
   })
 
@@ -1426,12 +1519,13 @@ export class ChannelImpl implements OpenedChannel {
       this.delivering = false
       yield* this.setState("Closing")
       this.packetWaiters.wakeAll()
-      if (wasRunning) yield* runHook(this.hooks.onSuspend)
+      this.spaceChanged.notifyAll()
+      if (wasRunning) yield* this.runHook("onSuspend", () => this.hooks.onSuspend)
       yield* this.drainOutstanding(true)
       this.endOpenPeriod("LocalClose", new ChannelClosed({ reason: "LocalClose" }))
       yield* this.flushMetrics
       yield* this.setState("Closed")
-      if (this.reachedActive) yield* runHook(this.hooks.onClosed?.(this.closeReason ?? "LocalClose"))
+      if (this.reachedActive) yield* this.runHook("onClosed", () => this.hooks.onClosed?.(this.closeReason ?? "LocalClose"))
     }).pipe(Effect.withSpan("vmbus.channel.close", { attributes: { channel: this.childRelid } }))
   }
 }
