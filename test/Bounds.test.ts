@@ -3,8 +3,19 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber, Scope, Stream } from "effect"
 import * as Channel from "../src/Channel.js"
-import { eventually, filled, INSTANCE, settle, TYPE, withBus } from "./utils/channels.js"
-import { assertLeakFree, tagOf } from "./utils/semantics.js"
+import * as Gpadl from "../src/Gpadl.js"
+import * as GuestMemory from "../src/GuestMemory.js"
+import type * as Packet from "../src/Packet.js"
+import * as Ring from "../src/Ring.js"
+import type { CallbackFailed, InvalidParameter, PacketTooLarge } from "../src/VmbusError.js"
+import { busStats, eventually, filled, INSTANCE, onlyChannel, settle, TYPE, withBus } from "./utils/channels.js"
+import { assertLeakFree, failureOf, hold, tagOf } from "./utils/semantics.js"
+
+/** A typed failure as plain fields (tag and reason), for one comparison. */
+const failureOfExit = <A, E>(exit: Exit.Exit<A, E>) => {
+  const error = failureOf(exit) as { readonly _tag: string; readonly reason?: unknown }
+  return { _tag: error._tag, reason: error.reason }
+}
 
 /**
  * Fails the test (instead of hanging it) when `self` does not return within a generous real-time bound;
@@ -143,5 +154,333 @@ describe("6: pause, close and interrupting serve are bounded when completions ca
       const dropped = (yield* server.stats).completionsDropped + (yield* client.stats).completionsDropped
       assert.isAtLeast(dropped, 1)
       yield* assertLeakFree()
+    }).pipe(Effect.scoped, withBus))
+})
+
+// ---------------------------------------------------------------------------------------------
+// 7: a consumer that closes (or pauses) its own channel
+// ---------------------------------------------------------------------------------------------
+
+describe("7: closing or pausing a channel from inside its own consumer", () => {
+  // The drain timeout is far beyond the guard: the close must not wait for the closing fiber's own packet.
+  const patient = { server: { drainTimeoutMillis: 60_000 } } as const
+
+  it.live("serve: a handler closes its own channel; the close, serve and the request all return", () =>
+    Effect.gen(function*() {
+      const { client, closeClient, closeServer, server } = yield* openApart(patient)
+      const serving = yield* Effect.fork(server.serve(() => Effect.as(closeServer, filled(9))))
+      yield* returns(Effect.exit(client.request(filled(1))), "the request")
+      assert.isTrue(Exit.isSuccess(yield* returns(Fiber.await(serving), "serve")))
+      assert.strictEqual(yield* server.state, "Closed")
+      yield* returns(closeClient, "client close")
+      yield* assertLeakFree()
+    }).pipe(Effect.scoped, withBus))
+
+  it.live("serve forked in the channel's own scope: a handler closing that scope does not deadlock", () =>
+    Effect.gen(function*() {
+      const { client, closeClient, closeServer, server, serverScope } = yield* openApart(patient)
+      const closed = yield* Deferred.make<void>()
+      // The close interrupts serve, and so this handler, once it has returned: record that it returned.
+      yield* Effect.forkIn(
+        server.serve(() => Effect.uninterruptible(Effect.zipRight(closeServer, Effect.asVoid(Deferred.done(closed, Exit.void))))),
+        serverScope
+      )
+      yield* Effect.fork(client.request(filled(1)))
+      yield* returns(Deferred.await(closed), "the handler's close")
+      assert.strictEqual(yield* server.state, "Closed")
+      yield* returns(closeClient, "client close")
+      yield* assertLeakFree()
+    }).pipe(Effect.scoped, withBus))
+
+  it.live("take: the holder of a packet closes the channel", () =>
+    Effect.gen(function*() {
+      const { client, closeClient, closeServer, server } = yield* openApart(patient)
+      const request = yield* Effect.fork(client.request(filled(1)))
+      yield* returns(Effect.scoped(Effect.zipRight(server.take, closeServer)), "take, then close")
+      assert.strictEqual(yield* server.state, "Closed")
+      yield* returns(Fiber.await(request), "the request")
+      yield* returns(closeClient, "client close")
+      yield* assertLeakFree()
+    }).pipe(Effect.scoped, withBus))
+
+  it.live("packets: the stream's consumer closes the channel; the stream ends", () =>
+    Effect.gen(function*() {
+      const { client, closeClient, closeServer, server } = yield* openApart(patient)
+      const request = yield* Effect.fork(client.request(filled(1)))
+      yield* returns(Stream.runForEach(server.packets, () => closeServer), "the stream")
+      assert.strictEqual(yield* server.state, "Closed")
+      yield* returns(Fiber.await(request), "the request")
+      yield* returns(closeClient, "client close")
+      yield* assertLeakFree()
+    }).pipe(Effect.scoped, withBus))
+
+  it.live("serve: a handler pauses its channel; the pause returns and the handler's result is still sent", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* openApart(patient)
+      yield* Effect.fork(server.serve(() => Effect.as(server.pause, filled(5))))
+      const reply = yield* returns(client.request(filled(1)), "the request")
+      assert.deepStrictEqual(Array.from(reply), Array.from(filled(5)))
+      assert.strictEqual(yield* server.state, "Paused")
+      yield* server.start
+      assert.deepStrictEqual(Array.from(yield* returns(client.request(filled(2)), "second request")), Array.from(filled(5)))
+      assert.strictEqual(yield* server.state, "Paused")
+    }).pipe(Effect.scoped, withBus))
+})
+
+// ---------------------------------------------------------------------------------------------
+// 8: a corrupt ring closes the whole channel at once, so the healthy peer learns of it
+// ---------------------------------------------------------------------------------------------
+
+const corruptWriteIndex = (ring: Uint8Array) => {
+  const control = new Uint32Array(ring.buffer, ring.byteOffset, 32)
+  Atomics.store(control, Ring.ControlOffset.writeIndex / 4, 3)
+}
+
+describe("8: a corrupt ring runs the whole close at once", () => {
+  it.live("the client finds corruption: CLOSECHANNEL and GPADL teardown run, the server's pending request ends", () =>
+    Effect.gen(function*() {
+      const { client, closeClient, closeServer, server } = yield* openApart({ client: { transactionQuota: 1 } })
+      const rings = yield* onlyChannel
+      // A GPADL the host has mapped: its teardown must not wait for the owners' scopes either.
+      const buffer = yield* GuestMemory.allocate(2)
+      const gpadl = yield* Gpadl.create(client, buffer)
+      yield* Gpadl.map(server, gpadl.handle)
+      yield* server.send(filled(1))
+      const held = yield* hold(client)
+      const pending = yield* Effect.fork(server.request(filled(2)))
+      yield* settle()
+      corruptWriteIndex(rings.serverToClient)
+      yield* held.release
+      assert.strictEqual(yield* client.closed, "Corrupt")
+      assert.strictEqual(yield* returns(server.closed, "the server's close"), "PeerClose")
+      assert.deepStrictEqual(failureOfExit(yield* returns(Fiber.await(pending), "the server's request")), {
+        _tag: "ChannelClosed",
+        reason: "PeerClose"
+      })
+      // Nothing waits for the client's owner: the channel and its GPADLs are gone on the bus already.
+      yield* eventually(Effect.map(busStats, (s) => s.openChannels === 0 && s.gpadls === 0), "client side closed")
+      yield* returns(closeClient, "client close")
+      yield* returns(closeServer, "server close")
+    }).pipe(Effect.scoped, withBus))
+
+  it.live("the server finds corruption: the offer is rescinded, the client's pending request ends", () =>
+    Effect.gen(function*() {
+      const { client, closeClient, closeServer, server } = yield* openApart({ server: { transactionQuota: 1 } })
+      const rings = yield* onlyChannel
+      yield* client.send(filled(1))
+      const held = yield* hold(server)
+      const pending = yield* Effect.fork(client.request(filled(2)))
+      yield* settle()
+      corruptWriteIndex(rings.clientToServer)
+      yield* held.release
+      assert.strictEqual(yield* server.closed, "Corrupt")
+      assert.strictEqual(yield* returns(client.closed, "the client's close"), "Rescinded")
+      assert.deepStrictEqual(failureOfExit(yield* returns(Fiber.await(pending), "the client's request")), {
+        _tag: "ChannelClosed",
+        reason: "Rescinded"
+      })
+      yield* eventually(Effect.map(busStats, (s) => s.offers === 0), "offer rescinded")
+      yield* returns(closeClient, "client close")
+      yield* returns(closeServer, "server close")
+      yield* assertLeakFree()
+    }).pipe(Effect.scoped, withBus))
+})
+
+// ---------------------------------------------------------------------------------------------
+// 9: the receiver's packet budget follows the limits; the sender refuses what it would refuse
+// ---------------------------------------------------------------------------------------------
+
+describe("9: packet budget from maxExternalPages and maxPacketSize", () => {
+  const onePageRanges = (buffer: GuestMemory.GuestBuffer, count: number): Array<Packet.GpaRange> =>
+    buffer.pfns.slice(0, count).map((pfn) => ({ byteCount: GuestMemory.PAGE_SIZE, byteOffset: 0, pfns: [pfn] }))
+
+  it.live.each([776, 1024])("%i one-page GPA ranges (defaults both sides) reach the handler", (count) =>
+    Effect.gen(function*() {
+      const { client, server } = yield* openApart({})
+      const buffer = yield* GuestMemory.allocate(1024)
+      yield* Effect.fork(server.serve((packet) =>
+        Effect.map(Effect.orDie(packet.externalData), (views) => new Uint8Array(8).fill(views.length === count ? 1 : 2))
+      ))
+      const reply = yield* returns(client.request(new Uint8Array(4096), { ranges: onePageRanges(buffer, count) }), "request")
+      assert.strictEqual(reply[0], 1)
+      assert.strictEqual(yield* server.state, "Active")
+    }).pipe(Effect.scoped, withBus))
+
+  it.live("1025 pages are refused by the sender with PacketTooLarge (one range each, or one range)", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* openApart({})
+      const buffer = yield* GuestMemory.allocate(1025)
+      const many = yield* returns(Effect.flip(client.request(filled(1), { ranges: onePageRanges(buffer, 1025) })), "request")
+      assert.deepStrictEqual({ tag: many._tag, limit: (many as PacketTooLarge).limit }, { tag: "PacketTooLarge", limit: "maxExternalPages" })
+      const one = yield* returns(Effect.flip(client.request(filled(1), { external: [buffer] })), "request")
+      assert.strictEqual(one._tag, "PacketTooLarge")
+      const packet = yield* Effect.flip(client.sendPacket({
+        _tag: "GpaDirect",
+        transactionId: 0n,
+        completionRequested: false,
+        ranges: onePageRanges(buffer, 1025),
+        payload: filled(1)
+      }))
+      assert.strictEqual(packet._tag, "PacketTooLarge")
+      assert.strictEqual(yield* client.state, "Active")
+      assert.strictEqual(yield* server.state, "Active")
+      assert.strictEqual((yield* client.stats).requestsOutstanding, 0)
+    }).pipe(Effect.scoped, withBus))
+
+  it.live("transfer-page packets: the largest the budget allows is delivered, one range more is PacketTooLarge", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* openApart({})
+      const set = yield* GuestMemory.allocate(1)
+      yield* server.registerTransferPageSet(1, set)
+      const seen = yield* Deferred.make<number>()
+      yield* Effect.fork(server.serve((packet) =>
+        Effect.flatMap(Effect.orDie(packet.externalData), (views) => Effect.asVoid(Deferred.succeed(seen, views.length)))
+      ))
+      // Budget with defaults: 16 + 8 + 1024 × 16 + 4096 bytes; a 4096-byte payload leaves room for 2048 ranges.
+      const transfer = (ranges: number) =>
+        client.sendPacket({
+          _tag: "TransferPages",
+          transactionId: 0n,
+          completionRequested: false,
+          transferPageSetId: 1,
+          senderOwnsSet: false,
+          ranges: Array.from({ length: ranges }, () => ({ byteOffset: 0, byteCount: 8 })),
+          payload: new Uint8Array(4096)
+        })
+      const refused = yield* Effect.flip(transfer(2049))
+      assert.strictEqual(refused._tag, "PacketTooLarge")
+      yield* transfer(2048)
+      assert.strictEqual(yield* returns(Deferred.await(seen), "delivery"), 2048)
+      assert.strictEqual(yield* server.state, "Active")
+    }).pipe(Effect.scoped, withBus))
+})
+
+// ---------------------------------------------------------------------------------------------
+// 10: failureCompletion must fit
+// ---------------------------------------------------------------------------------------------
+
+describe("10: failureCompletion longer than maxPacketSize", () => {
+  it.live.each([
+    { role: "server", maxPacketSize: 1024, length: 1025 },
+    { role: "client", maxPacketSize: undefined, length: 4097 }
+  ] as const)("$role: $length bytes with maxPacketSize $maxPacketSize → InvalidParameter at open", ({ length, maxPacketSize, role }) =>
+    Effect.gen(function*() {
+      const config = {
+        role,
+        interfaceType: TYPE,
+        interfaceInstance: INSTANCE,
+        failureCompletion: new Uint8Array(length),
+        ...(maxPacketSize === undefined ? {} : { maxPacketSize })
+      } as Channel.ChannelConfigInput
+      const error = yield* returns(Effect.flip(Effect.scoped(Channel.open(config))), "open")
+      assert.deepStrictEqual({ tag: error._tag, field: (error as InvalidParameter).field }, {
+        tag: "InvalidParameter",
+        field: "failureCompletion"
+      })
+      yield* assertLeakFree()
+    }).pipe(withBus))
+
+  it.live("exactly maxPacketSize is accepted and sent", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* openApart({ server: { maxPacketSize: 1024, failureCompletion: filled(3, 1024) } })
+      yield* Effect.fork(server.serve(() => Effect.fail("refused")))
+      const reply = yield* returns(client.request(filled(1)), "request")
+      assert.deepStrictEqual(Array.from(reply), Array.from(filled(3, 1024)))
+    }).pipe(Effect.scoped, withBus))
+})
+
+// ---------------------------------------------------------------------------------------------
+// 11: user callbacks that throw
+// ---------------------------------------------------------------------------------------------
+
+describe("11: user callbacks that throw never escape into the library", () => {
+  const boom = () => {
+    throw new Error("boom")
+  }
+  const callbackFailures = (events: ReadonlyArray<Channel.ChannelEvent>) =>
+    events.filter((event) => event._tag === "CallbackFailed").map((event) => (event.error as CallbackFailed).callback)
+
+  it.live("onSettled throws when the completion arrives: the receive loop goes on, the throw is reported", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* openApart({})
+      const events = yield* recordEvents(client)
+      yield* Effect.fork(server.serve((packet) => Effect.succeed(packet.payload)))
+      yield* returns(client.request(filled(1), { onSettled: boom }), "request")
+      assert.deepStrictEqual(Array.from(yield* returns(client.request(filled(2)), "next request")), Array.from(filled(2)))
+      assert.strictEqual(yield* client.state, "Active")
+      assert.deepStrictEqual(callbackFailures(events), ["onSettled"])
+    }).pipe(Effect.scoped, withBus))
+
+  it.live("onSettled throws while the close fails pending requests: every request ends, the close completes", () =>
+    Effect.gen(function*() {
+      const { client, closeClient, closeServer, server } = yield* openApart({})
+      const events = yield* recordEvents(client)
+      const first = yield* Effect.fork(client.request(filled(1), { onSettled: boom }))
+      const second = yield* Effect.fork(client.request(filled(2), { onSettled: boom }))
+      yield* eventually(Effect.map(server.stats, (s) => s.packetsReceived === 2), "both delivered")
+      const exit = yield* returns(Effect.exit(closeClient), "client close")
+      assert.isTrue(Exit.isSuccess(exit))
+      assert.strictEqual(yield* client.state, "Closed")
+      assert.strictEqual(tagOf(yield* returns(Fiber.await(first), "first")), "ChannelClosed")
+      assert.strictEqual(tagOf(yield* returns(Fiber.await(second), "second")), "ChannelClosed")
+      assert.deepStrictEqual(callbackFailures(events), ["onSettled", "onSettled"])
+      yield* returns(closeServer, "server close")
+      yield* assertLeakFree()
+    }).pipe(Effect.scoped, withBus))
+
+  it.live("hooks that throw instead of returning an Effect: start and close complete, the throws are reported", () =>
+    Effect.gen(function*() {
+      const serverScope = yield* Scope.make()
+      let opened = false
+      const server = yield* Channel.open<never>(
+        { role: "server", interfaceType: TYPE, interfaceInstance: INSTANCE },
+        {
+          onStarted: () => {
+            if (opened) boom()
+            return Effect.void
+          },
+          onClosed: boom
+        }
+      ).pipe(Scope.extend(serverScope), Effect.fork)
+      const client = yield* Channel.open({ role: "client", interfaceType: TYPE, interfaceInstance: INSTANCE })
+      const channel = yield* Fiber.join(server)
+      opened = true
+      const events = yield* recordEvents(channel)
+      yield* channel.pause
+      yield* returns(channel.start, "start")
+      assert.strictEqual(yield* channel.state, "Active")
+      yield* Effect.fork(channel.serve((packet) => Effect.succeed(packet.payload)))
+      assert.deepStrictEqual(Array.from(yield* returns(client.request(filled(4)), "request after start")), Array.from(filled(4)))
+      assert.isTrue(Exit.isSuccess(yield* returns(Effect.exit(Scope.close(serverScope, Exit.void)), "server close")))
+      assert.strictEqual(yield* channel.state, "Closed")
+      assert.deepStrictEqual(callbackFailures(events), ["onStarted", "onClosed"])
+    }).pipe(Effect.scoped, withBus))
+})
+
+// ---------------------------------------------------------------------------------------------
+// 12: after `fail`, no consumer gets packets until the channel is reopened
+// ---------------------------------------------------------------------------------------------
+
+describe("12: after fail, the incoming queue stays stopped for every consumer", () => {
+  it.live("pause and start do not revive delivery: take, packets and serve all fail with the failure", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* openApart({})
+      yield* Effect.fork(client.request(filled(1)))
+      yield* Effect.fork(client.request(filled(2)))
+      yield* eventually(Effect.map(server.stats, (s) => s.packetsReceived === 2), "both delivered")
+      yield* Effect.scoped(Effect.flatMap(server.take, (packet) => packet.fail("malformed request")))
+      yield* server.pause
+      yield* server.start
+      assert.strictEqual(tagOf(yield* Effect.exit(Effect.scoped(server.take))), "MalformedPacket")
+      assert.strictEqual(tagOf(yield* Effect.exit(Stream.runDrain(server.packets))), "MalformedPacket")
+      let handled = 0
+      const serving = yield* returns(
+        Effect.exit(server.serve(() => Effect.sync(() => void handled++))),
+        "serve"
+      )
+      assert.strictEqual(tagOf(serving), "MalformedPacket")
+      assert.strictEqual(handled, 0)
+      // The second packet was never handed out.
+      assert.strictEqual((yield* server.stats).packetsOutstanding, 1)
     }).pipe(Effect.scoped, withBus))
 })

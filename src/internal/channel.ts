@@ -580,7 +580,7 @@ export class ChannelImpl implements OpenedChannel {
   private failCorrupt(error: RingCorrupt): void {
     this.report({ _tag: "RingCorrupt", error })
     this.endOpenPeriod("Corrupt", error)
-    this.closeInBackground()
+    this.closeAllInBackground()
   }
 
   /**
@@ -678,6 +678,24 @@ export class ChannelImpl implements OpenedChannel {
     return new InvalidState({ operation, expected: "Active", actual: this.current })
   }
 
+  /**
+   * What a receiver configured alike would refuse is refused here, before it is sent: more external
+   * pages than maxExternalPages (it would fail the packet), more bytes than its packet budget (it would
+   * end the channel as Corrupt).
+   */
+  private checkReceivable(packet: P.Packet): PacketTooLarge | undefined {
+    if (packet._tag === "GpaDirect") {
+      let pages = 0
+      for (const range of packet.ranges) pages += range.pfns.length
+      if (pages > this.config.maxExternalPages) {
+        return new PacketTooLarge({ size: pages, max: this.config.maxExternalPages, limit: "maxExternalPages" })
+      }
+    }
+    const length = P.packetLength(packet)
+    const budget = packetBudget(this.config)
+    return length > budget ? new PacketTooLarge({ size: length, max: budget }) : undefined
+  }
+
   private checkPayload(length: number): PacketTooLarge | undefined {
     return length > this.config.maxPacketSize ? new PacketTooLarge({ size: length, max: this.config.maxPacketSize }) : undefined
   }
@@ -693,7 +711,7 @@ export class ChannelImpl implements OpenedChannel {
   readonly sendPacket = (packet: PacketNs.Packet, options?: SendOptions): Effect.Effect<void, SendError> =>
     Effect.suspend((): Effect.Effect<void, SendError> => {
       const problem = this.checkSendable("sendPacket") ?? this.checkPayload(packet.payload.length) ??
-        P.validateOutgoing(packet)
+        P.validateOutgoing(packet) ?? this.checkReceivable(packet)
       if (problem !== undefined) return Effect.fail(problem)
       return this.writePacket(packet, options?.ifFull ?? "wait")
     })
@@ -757,7 +775,7 @@ export class ChannelImpl implements OpenedChannel {
           ? { _tag: "InBand", transactionId, completionRequested: true, payload }
           : { _tag: "GpaDirect", transactionId, completionRequested: true, ranges, payload }
         if (packet._tag === "GpaDirect") {
-          const invalid = P.validateOutgoing(packet)
+          const invalid = P.validateOutgoing(packet) ?? this.checkReceivable(packet)
           if (invalid !== undefined) return Effect.fail(invalid)
           const memory = this.endpoint.memory
           for (const item of options?.external ?? []) {
@@ -819,7 +837,7 @@ export class ChannelImpl implements OpenedChannel {
       this.report({ _tag: duplicate ? "DuplicateCompletion" : "UnknownCompletion", error })
       if (this.config.strictCompletions) {
         this.endOpenPeriod("Corrupt", error)
-        this.closeInBackground()
+        this.closeAllInBackground()
       }
       return
     }
@@ -1279,7 +1297,8 @@ export class ChannelImpl implements OpenedChannel {
     return this.setState("Active").pipe(
       Effect.zipRight(this.runHook("onStarted", () => this.hooks.onStarted?.({ send: this.send }))),
       Effect.zipRight(Effect.sync(() => {
-        this.delivering = true
+        // C3: after `fail` the queue stays stopped for every consumer until the channel is reopened.
+        this.delivering = this.terminal === undefined
         this.packetWaiters.wakeAll()
         this.wake.ring()
       })),
@@ -1455,9 +1474,10 @@ export class ChannelImpl implements OpenedChannel {
   // ----- open and close ----------------------------------------------------------------------
 
   /** Opened → Started → receive loop → PostStarted. */
-  run(scope: Scope.Scope): Effect.Effect<void, unknown> {
+  run(scope: Scope.CloseableScope): Effect.Effect<void, unknown> {
     return Effect.gen(this, function*() {
       this.runtime = yield* Effect.runtime<never>()
+      this.openScope = scope
       this.endpoint.onPeerClose((reason) => {
         this.endOpenPeriod(reason, new ChannelClosed({ reason }))
         // KMCL: a peer close or rescind runs Suspend and Closed without waiting for the local disable.
@@ -1486,8 +1506,38 @@ export class ChannelImpl implements OpenedChannel {
         scope
       )
       if (this.hooks.onPostStarted) yield* this.hooks.onPostStarted(this)
+      this.openFinished = true
+      // Corrupted while onPostStarted ran: the channel-level close ran then, the rest runs now.
+      if (this.closeReason === "Corrupt") this.closeAllInBackground()
     })
   }
+
+  /** The open period's scope (endpoint, rings, the close): closed by the channel itself on corruption. */
+  private openScope: Scope.CloseableScope | undefined = undefined
+  private openFinished = false
+  private selfCloseStarted = false
+  private readonly selfCloseDone = Deferred.unsafeMake<void>(FiberId.none)
+
+  /**
+   * A corrupt ring runs the whole close at once — channel close, then CLOSECHANNEL (client) or rescind
+   * (server) and GPADL teardown — so the healthy peer sees `ChannelClosed` instead of waiting for this
+   * side's owner to close its scope. Before the open has returned, only the channel-level close runs.
+   */
+  private closeAllInBackground(): void {
+    if (this.runtime === undefined || this.openScope === undefined || !this.openFinished) {
+      this.closeInBackground()
+      return
+    }
+    if (this.selfCloseStarted) return
+    this.selfCloseStarted = true
+    const scope = this.openScope
+    Runtime.runFork(this.runtime)(Effect.ensuring(Scope.close(scope, Exit.void), Deferred.done(this.selfCloseDone, Exit.void)))
+  }
+
+  /** The owner's scope ends only after a close the channel started itself has finished. */
+  readonly awaitSelfClose: Effect.Effect<void> = Effect.suspend(() =>
+    this.selfCloseStarted ? Deferred.await(this.selfCloseDone) : Effect.void
+  )
 
   /** The runtime the channel was opened in (its clock, logger, services), for closes started by the peer. */
   private runtime: Runtime.Runtime<never> | undefined = undefined
@@ -1534,6 +1584,18 @@ export class ChannelImpl implements OpenedChannel {
 // Constructors
 // ---------------------------------------------------------------------------------------------
 
+/**
+ * The largest packet (trailer excluded) a channel accepts: a GPA-direct packet of maxExternalPages
+ * one-page ranges (a range header and a PFN each) and a maxPacketSize payload — so every packet within
+ * the limits fits the reader's private buffer. Senders refuse larger ones with `PacketTooLarge`.
+ */
+export const packetBudget = (config: ChannelConfig): number =>
+  Math.min(
+    L.MAX_PACKET_LENGTH,
+    L.DESCRIPTOR_SIZE + L.EXTENDED_HEADER_SIZE + config.maxExternalPages * (L.GPA_RANGE_HEADER_SIZE + L.PFN_SIZE) +
+      L.align8Safe(config.maxPacketSize)
+  )
+
 const ringFits = (config: ChannelConfig, pages: number, field: string): InvalidParameter | undefined => {
   const dataSize = (pages - 1) * L.PAGE_SIZE
   const largest = L.DESCRIPTOR_SIZE + L.align8Safe(config.maxPacketSize) + L.TRAILER_SIZE
@@ -1573,19 +1635,22 @@ export const open = <E = never>(
     // Everything of this open period lives in its own scope, closed at once if the open fails.
     const scope = yield* Scope.fork(outer, ExecutionStrategy.sequential)
     const requestedGeometry = input.role === "client" && ("outgoingRingPages" in input || "incomingRingPages" in input)
-    return yield* openIn(config, transport, scope, hooks, requestedGeometry).pipe(
+    const channel = yield* openIn(config, transport, scope, hooks, requestedGeometry).pipe(
       Scope.extend(scope),
       Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause)))
     )
+    // Runs before the open period's scope closes (finalizers run in reverse order).
+    yield* Scope.addFinalizer(outer, channel.awaitSelfClose)
+    return channel as OpenedChannel
   }).pipe(Effect.withSpan("vmbus.channel.open"))
 
 const openIn = <E>(
   config: ChannelConfig,
   transport: Transport.TransportShape,
-  scope: Scope.Scope,
+  scope: Scope.CloseableScope,
   hooks: Hooks<E>,
   requestedGeometry: boolean
-): Effect.Effect<OpenedChannel, E | OpenError, Scope.Scope> =>
+): Effect.Effect<ChannelImpl, E | OpenError, Scope.Scope> =>
   Effect.gen(function*() {
     // Capabilities the transport lacks are typed errors up front, never silently ignored (B1, C16).
     if (config.role === "server" && !transport.capabilities.serverRole) {
@@ -1607,8 +1672,7 @@ const openIn = <E>(
         (offer) => offer.accept
       ).pipe(Effect.timeoutFail({ duration: timeout, onTimeout: () => new OpenTimeout({ timeoutMillis: config.openTimeoutMillis }) }))
     const incomingDataSize = endpoint.incoming.byteLength - L.CONTROL_PAGE_SIZE
-    const maxPacketLength = L.DESCRIPTOR_SIZE + L.EXTENDED_HEADER_SIZE + 8 * 16 + 8 * config.maxExternalPages +
-      L.align8Safe(config.maxPacketSize)
+    const maxPacketLength = packetBudget(config)
     const out = Ring.OutgoingRing.attach(endpoint.outgoing)
     if (!(out instanceof Ring.OutgoingRing)) {
       return yield* (out._tag === "RingCorrupt" ? out : Effect.fail(out))
@@ -1629,6 +1693,6 @@ const openIn = <E>(
     // The close runs before the transport releases the endpoint (finalizers run in reverse order).
     yield* Effect.addFinalizer(() => channel.close())
     yield* (channel.run(scope) as Effect.Effect<void, E>)
-    return channel as OpenedChannel
+    return channel
   })
 
