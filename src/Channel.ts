@@ -24,14 +24,14 @@ import type { InvalidParameter } from "./VmbusError.js"
  * the length of an accepted incoming packet; `16 + roundUp8(size) + 8` must fit each ring), `transactionQuota` 64 (incoming packets delivered and not completed),
  * `maxOutstandingTransactions` 1024, `maxExternalPages` 1024, `drainTimeoutMillis` 5000,
  * `openTimeoutMillis` 10000, `failureCompletion` (payload of automatic failure completions, default
- * empty), `strictCompletions` false (an unknown completion ends the channel when true),
+ * empty, at most `maxPacketSize` bytes), `strictCompletions` false (an unknown completion ends the channel when true),
  * `readBatchLimit` 128 (packets per wake-up), `name` (metric label).
  *
  * Metrics (Effect `Metric`, labelled `channel` and `role`; flushed by the receive loop every 256 events
  * and at close, so `stats` is the exact, immediate view): `vmbus_packets_sent`, `vmbus_bytes_sent`,
  * `vmbus_packets_received`, `vmbus_bytes_received`, `vmbus_completions_sent`,
  * `vmbus_completions_received`, `vmbus_unknown_completions`, `vmbus_auto_completed`,
- * `vmbus_handler_failures`, `vmbus_signals_sent`, `vmbus_signals_received`, `vmbus_ring_full_waits`,
+ * `vmbus_handler_failures`, `vmbus_completions_dropped`, `vmbus_signals_sent`, `vmbus_signals_received`, `vmbus_ring_full_waits`,
  * `vmbus_requests_outstanding` (gauge). Spans: `vmbus.channel.open`, `vmbus.channel.close`,
  * `vmbus.channel.request`. `serve` runs `concurrency` workers (default: the transaction quota at the
  * time `serve` starts, at most 64; at most 1024 when given).
@@ -143,9 +143,10 @@ export type OpenError = internal.OpenError
 /**
  * Opens a channel as a scoped resource. A client waits for a matching offer and opens it; a server
  * offers and waits for a client. Both wait at most `openTimeoutMillis` (`OpenTimeout`). Closing the
- * scope runs Suspend, waits for outstanding incoming packets (at most `drainTimeoutMillis`, then
- * completes them with the failure payload), fails pending requests with `ChannelClosed`, and closes
- * (client) or rescinds (server).
+ * scope runs Suspend, waits for outstanding incoming packets and queued completions (at most
+ * `drainTimeoutMillis`, then completes the packets with the failure payload and drops the completions
+ * the peer left no room for), fails pending requests with `ChannelClosed`, and closes (client) or
+ * rescinds (server). A corrupt ring runs all of this at once, without waiting for the scope.
  *
  * @since 0.1.0
  * @category constructors

@@ -1,7 +1,7 @@
 // Issue 8, section B: every wait bounded, every close returns. Each test reproduces one defect of the
 // issue; a regression fails through the guard timeout instead of hanging the suite.
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, Scope, Stream } from "effect"
+import { Deferred, Effect, Exit, Fiber, Metric, MetricLabel, Scope, Stream } from "effect"
 import * as Channel from "../src/Channel.js"
 import * as Gpadl from "../src/Gpadl.js"
 import * as GuestMemory from "../src/GuestMemory.js"
@@ -63,9 +63,9 @@ const openApart = (options: {
  * The reproduction of defect 6: the host→guest ring is full of packets the client never reads (quota 1),
  * so the server's 1000-byte failure completion can never be written.
  */
-const stuckCompletion = Effect.gen(function*() {
+const stuckCompletion = (name: string) => Effect.gen(function*() {
   const pair = yield* openApart({
-    server: { maxPacketSize: 1024, failureCompletion: new Uint8Array(1000), drainTimeoutMillis: 50 },
+    server: { maxPacketSize: 1024, failureCompletion: new Uint8Array(1000), drainTimeoutMillis: 50, name },
     client: { incomingRingPages: 2, transactionQuota: 1, maxPacketSize: 1024 }
   })
   const events = yield* recordEvents(pair.server)
@@ -83,10 +83,13 @@ const stuckCompletion = Effect.gen(function*() {
 describe("6: pause, close and interrupting serve are bounded when completions cannot be written", () => {
   it.live("closing the server returns; the completion is dropped, counted and reported", () =>
     Effect.gen(function*() {
-      const { closeServer, events, request, server } = yield* stuckCompletion
+      const { closeServer, events, request, server } = yield* stuckCompletion("stuck-close")
       yield* returns(closeServer, "server close")
       const stats = yield* server.stats
       assert.strictEqual(stats.completionsDropped, 1)
+      const labels = [MetricLabel.make("channel", "stuck-close"), MetricLabel.make("role", "server")]
+      const metric = Metric.taggedWithLabels(Metric.counter("vmbus_completions_dropped", { incremental: true }), labels)
+      assert.strictEqual((yield* Metric.value(metric)).count, 1)
       assert.isTrue(events.some((event) => event._tag === "CompletionDropped"))
       const exit = yield* returns(Fiber.await(request), "the client's request")
       assert.isTrue(Exit.isFailure(exit))
@@ -94,7 +97,7 @@ describe("6: pause, close and interrupting serve are bounded when completions ca
 
   it.live("pausing the server returns; the completion stays queued for the peer until the close drops it", () =>
     Effect.gen(function*() {
-      const { closeClient, closeServer, events, request, server } = yield* stuckCompletion
+      const { closeClient, closeServer, events, request, server } = yield* stuckCompletion("stuck-pause")
       yield* returns(server.pause, "server pause")
       assert.strictEqual(yield* server.state, "Paused")
       // Pausing does not end the open period: the completion is still owed, not dropped.
@@ -109,7 +112,7 @@ describe("6: pause, close and interrupting serve are bounded when completions ca
 
   it.live("interrupting serve returns; the close afterwards returns too", () =>
     Effect.gen(function*() {
-      const { closeClient, closeServer, request, server, serving } = yield* stuckCompletion
+      const { closeClient, closeServer, request, server, serving } = yield* stuckCompletion("stuck-serve")
       yield* returns(Fiber.interrupt(serving), "interrupting serve")
       assert.strictEqual(yield* server.state, "Active")
       yield* returns(closeServer, "server close")
