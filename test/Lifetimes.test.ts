@@ -7,6 +7,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Either, ExecutionStrategy, Exit, Fiber, Option, Ref, Scope, Stream } from "effect"
 import * as Channel from "../src/Channel.js"
+import * as ChannelMessage from "../src/ChannelMessage.js"
 import * as Gpadl from "../src/Gpadl.js"
 import * as GuestMemory from "../src/GuestMemory.js"
 import type * as IncomingPacket from "../src/IncomingPacket.js"
@@ -560,5 +561,79 @@ describe("Control.stats: pinned buffers and live views", () => {
         yield* gpadl.close
         assert.strictEqual((yield* extraPins), 0)
       })
+    ))
+})
+
+// ---------------------------------------------------------------------------------------------
+// Guest memory: allocations, pins, ranges
+// ---------------------------------------------------------------------------------------------
+
+describe("GuestMemory pins", () => {
+  it.effect("pinRange pins every allocation a range touches; pages are freed at the last of scope close and unpin", () =>
+    Effect.gen(function*() {
+      const memory = yield* GuestMemory.make({ pages: 16 })
+      const a = yield* inScope(memory.allocate(2))
+      const b = yield* inScope(memory.allocate(2))
+      assert.isTrue(memory.isLive(a.value))
+      const unpin = rightOf(memory.pinRange([a.value.pfns[1]!, b.value.pfns[0]!]))
+      assert.strictEqual(yield* memory.pinnedBuffers, 2)
+      yield* a.close
+      yield* b.close
+      assert.isFalse(memory.isLive(a.value), "its scope closed")
+      assert.strictEqual(yield* memory.allocatedPages, 4, "pinned pages stay allocated")
+      assert.strictEqual(leftOf(memory.pinRange([a.value.firstPfn]))._tag, "InvalidMemoryRange", "a released allocation")
+      unpin()
+      unpin()
+      assert.strictEqual(yield* memory.allocatedPages, 0)
+      assert.strictEqual(yield* memory.pinnedBuffers, 0)
+      assert.strictEqual(leftOf(memory.pinRange([memory.basePfn + 3]))._tag, "InvalidMemoryRange", "a free page")
+      assert.strictEqual(leftOf(memory.pinRange([memory.basePfn + 16]))._tag, "InvalidMemoryRange", "outside memory")
+    }).pipe(Effect.scoped))
+
+  it.effect("a released buffer pins nothing, even when its pages were handed out again", () =>
+    Effect.gen(function*() {
+      const memory = yield* GuestMemory.make({ pages: 16 })
+      const released = yield* inScope(memory.allocate(8))
+      yield* released.close
+      const b = yield* inScope(memory.allocate(2))
+      const c = yield* memory.allocate(6)
+      assert.strictEqual(b.value.firstPfn, released.value.firstPfn)
+      assert.isFalse(memory.isLive(released.value))
+      const unpin = memory.pin(released.value)
+      assert.strictEqual(yield* memory.pinnedBuffers, 0)
+      yield* b.close
+      unpin()
+      assert.isFalse(memory.isAllocated(b.value.firstPfn), "b freed by its own scope")
+      assert.isTrue(memory.isAllocated(c.firstPfn) && memory.isAllocated(c.firstPfn + 5), "c untouched")
+    }).pipe(Effect.scoped))
+})
+
+describe("pins of an ended open period", () => {
+  it.effect("a client close releases a pending request's pins (and runs onSettled) only after CLOSECHANNEL", () =>
+    withLeakCheck(
+      Effect.gen(function*() {
+        const control = yield* InMemoryTransport.Control
+        const { client, server } = yield* openServerAndClient()
+        const held = yield* Effect.fork(inScope(server.take))
+        const buffer = yield* GuestMemory.allocate(1)
+        const closeSentAtSettle = yield* Ref.make<boolean | undefined>(undefined)
+        const request = yield* Effect.fork(client.value.request(new Uint8Array(8), {
+          external: [buffer],
+          onSettled: () => {
+            const log = Effect.runSync(control.messages)
+            const sent = log.some((entry) => {
+              const message = ChannelMessage.decode(entry.bytes)
+              return entry.direction === "toHost" && Either.isRight(message) && message.right._tag === "CloseChannel"
+            })
+            Effect.runSync(Ref.set(closeSentAtSettle, sent))
+          }
+        }))
+        const packet = yield* Fiber.join(held)
+        yield* client.close
+        assert.strictEqual(failureOf(yield* Fiber.await(request))._tag, "ChannelClosed")
+        assert.isTrue((yield* Ref.get(closeSentAtSettle)) === true, "CLOSECHANNEL went out before the pins were released")
+        yield* packet.close
+      }),
+      { recordMessages: true }
     ))
 })
