@@ -127,6 +127,40 @@ export type ExternalSource = GuestBuffer | Transport.GpadlView
 const isGuestBuffer = (u: GuestBuffer | ExternalRange | ExternalSource): u is GuestBuffer =>
   "firstPfn" in u && "bytes" in u
 
+/** A released guest buffer named by the caller: its pages may already be someone else's. */
+const released = (field: string, buffer: GuestBuffer): InvalidParameter =>
+  new InvalidParameter({ field, reason: "the guest buffer was released (its scope closed)", value: buffer.firstPfn })
+
+/** The packet a request sends (transaction id 0 until one is reserved), or why it cannot be sent. */
+const requestPacket = (
+  payload: Uint8Array,
+  options: RequestOptions | undefined
+): P.InBandPacket | P.GpaDirectPacket | P.TransferPagesPacket | InvalidParameter | PacketTooLarge => {
+  const ranges: Array<PacketNs.GpaRange> = [...(options?.ranges ?? [])]
+  for (const item of options?.external ?? []) {
+    ranges.push(isGuestBuffer(item) ? { byteCount: item.byteLength, byteOffset: 0, pfns: item.pfns } : item)
+  }
+  const transfer = options?.transferPages
+  if (transfer !== undefined) {
+    if (ranges.length > 0) {
+      return new InvalidParameter({ field: "transferPages", reason: "a packet carries transfer pages or GPA ranges, not both" })
+    }
+    const packet: P.TransferPagesPacket = {
+      _tag: "TransferPages",
+      transactionId: 0n,
+      completionRequested: true,
+      transferPageSetId: transfer.setId,
+      senderOwnsSet: transfer.senderOwnsSet ?? false,
+      ranges: transfer.ranges,
+      payload
+    }
+    return P.validateOutgoing(packet) ?? packet
+  }
+  if (ranges.length === 0) return { _tag: "InBand", transactionId: 0n, completionRequested: true, payload }
+  const packet: P.GpaDirectPacket = { _tag: "GpaDirect", transactionId: 0n, completionRequested: true, ranges, payload }
+  return P.validateOutgoing(packet) ?? packet
+}
+
 export type ChannelState = "Opening" | "Active" | "Paused" | "Closing" | "Closed"
 
 export interface ChannelStats {
@@ -299,40 +333,6 @@ class Counters {
 
 const EMPTY = new Uint8Array(0)
 
-/** A released guest buffer named by the caller: its pages may already be someone else's. */
-const released = (field: string, buffer: GuestBuffer): InvalidParameter =>
-  new InvalidParameter({ field, reason: "the guest buffer was released (its scope closed)", value: buffer.firstPfn })
-
-/** The packet a request sends (transaction id 0 until one is reserved), or why it cannot be sent. */
-const requestPacket = (
-  payload: Uint8Array,
-  options: RequestOptions | undefined
-): P.InBandPacket | P.GpaDirectPacket | P.TransferPagesPacket | InvalidParameter | PacketTooLarge => {
-  const ranges: Array<PacketNs.GpaRange> = [...(options?.ranges ?? [])]
-  for (const item of options?.external ?? []) {
-    ranges.push(isGuestBuffer(item) ? { byteCount: item.byteLength, byteOffset: 0, pfns: item.pfns } : item)
-  }
-  const transfer = options?.transferPages
-  if (transfer !== undefined) {
-    if (ranges.length > 0) {
-      return new InvalidParameter({ field: "transferPages", reason: "a packet carries transfer pages or GPA ranges, not both" })
-    }
-    const packet: P.TransferPagesPacket = {
-      _tag: "TransferPages",
-      transactionId: 0n,
-      completionRequested: true,
-      transferPageSetId: transfer.setId,
-      senderOwnsSet: transfer.senderOwnsSet ?? false,
-      ranges: transfer.ranges,
-      payload
-    }
-    return P.validateOutgoing(packet) ?? packet
-  }
-  if (ranges.length === 0) return { _tag: "InBand", transactionId: 0n, completionRequested: true, payload }
-  const packet: P.GpaDirectPacket = { _tag: "GpaDirect", transactionId: 0n, completionRequested: true, ranges, payload }
-  return P.validateOutgoing(packet) ?? packet
-}
-
 /** Runs a lifecycle hook that must not stop the lifecycle: its failures and defects are logged. */
 const runHook = (hook: Effect.Effect<unknown, unknown> | undefined): Effect.Effect<void> =>
   hook === undefined
@@ -346,6 +346,8 @@ class PacketHandle implements IncomingPacketNs.IncomingPacket {
   readonly payload: Uint8Array
   readonly transactionId: Option.Option<bigint>
   readonly completionRequested: boolean
+  /** The views of its external data, once handed out: revoked when the packet is released. */
+  views: View | undefined = undefined
 
   constructor(
     readonly channel: ChannelImpl,
@@ -365,9 +367,6 @@ class PacketHandle implements IncomingPacketNs.IncomingPacket {
 
   /** Set at delivery when the packet's external data failed validation; completed with failure. */
   invalid: MalformedPacket | undefined = undefined
-
-  /** The views of its external data, once handed out: revoked when the packet is released. */
-  views: View | undefined = undefined
 
   readonly externalData = Effect.suspend(() => this.channel.externalData(this))
 }
