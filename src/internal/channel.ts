@@ -617,7 +617,8 @@ export class ChannelImpl implements OpenedChannel {
     written?: { done: boolean }
   ): Effect.Effect<void, ChannelClosed | RingFull | RingCorrupt | PacketTooLarge | InvalidState> {
     return Effect.suspend((): Effect.Effect<void, ChannelClosed | RingFull | RingCorrupt | PacketTooLarge | InvalidState> => {
-      if (!this.writable) return Effect.fail(new ChannelClosed({ reason: this.closeReason! }))
+      // Rings released before the peer's close was reported (a transport may report it late): a peer close.
+      if (!this.writable) return Effect.fail(new ChannelClosed({ reason: this.closeReason ?? "PeerClose" }))
       if (this.outbox.length > 0) this.flushOutbox()
       if (this.waitingWriters === 0) {
         const outcome = this.tryWrite(packet, written)
@@ -696,6 +697,7 @@ export class ChannelImpl implements OpenedChannel {
 
   private checkSendable(operation: string): InvalidState | ChannelClosed | undefined {
     if (this.closeReason !== undefined) return new ChannelClosed({ reason: this.closeReason })
+    if (!this.writable) return new ChannelClosed({ reason: "PeerClose" })
     if (this.current === "Active" || this.current === "Opening") return undefined
     if (this.current === "Closing" || this.current === "Closed") return new ChannelClosed({ reason: "LocalClose" })
     return new InvalidState({ operation, expected: "Active", actual: this.current })
