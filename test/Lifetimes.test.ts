@@ -507,6 +507,27 @@ describe("16: request with transfer pages", () => {
       })
     ))
 
+  it.effect("guest → host: the server's set is its GPADL mapping; the request resolves with the server's answer", () =>
+    withLeakCheck(
+      Effect.gen(function*() {
+        const { client, server } = yield* openPair()
+        const buffer = yield* GuestMemory.allocate(2)
+        const gpadl = yield* Gpadl.create(client, buffer)
+        const view = yield* Gpadl.map(server, gpadl.handle)
+        yield* server.registerTransferPageSet(4, view)
+        buffer.bytes.fill(0x44, 4096, 4096 + 16)
+        yield* Effect.forkScoped(server.serve((packet) =>
+          Effect.map(packet.externalData, (external) => rightOf(external[0]!.read(0, 8)))
+        ))
+        const reply = yield* client.request(new Uint8Array(8), {
+          transferPages: { setId: 4, ranges: [{ byteOffset: 4096, byteCount: 16 }], senderOwnsSet: true }
+        })
+        assert.deepStrictEqual(Array.from(reply), Array.from(new Uint8Array(8).fill(0x44)))
+        assert.strictEqual((yield* client.stats).unknownCompletions, 0)
+        assert.strictEqual((yield* client.stats).requestsOutstanding, 0)
+      })
+    ))
+
   it.effect("transfer pages together with external data, or a bad set id, are InvalidParameter", () =>
     withLeakCheck(
       Effect.gen(function*() {
