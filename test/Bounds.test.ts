@@ -1,7 +1,7 @@
 // Issue 8, section B: every wait bounded, every close returns. Each test reproduces one defect of the
 // issue; a regression fails through the guard timeout instead of hanging the suite.
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, Metric, MetricLabel, Scope, Stream } from "effect"
+import { Deferred, Effect, Exit, Fiber, Metric, MetricLabel, Scope, Stream, TestClock } from "effect"
 import * as Channel from "../src/Channel.js"
 import * as Gpadl from "../src/Gpadl.js"
 import * as GuestMemory from "../src/GuestMemory.js"
@@ -9,7 +9,7 @@ import type * as Packet from "../src/Packet.js"
 import * as Ring from "../src/Ring.js"
 import type { CallbackFailed, InvalidParameter, PacketTooLarge } from "../src/VmbusError.js"
 import { busStats, eventually, filled, INSTANCE, onlyChannel, settle, TYPE, withBus } from "./utils/channels.js"
-import { assertLeakFree, failureOf, hold, tagOf } from "./utils/semantics.js"
+import { assertLeakFree, failureOf, hold, pollAfterSettle, tagOf } from "./utils/semantics.js"
 
 /** A typed failure as plain fields (tag and reason), for one comparison. */
 const failureOfExit = <A, E>(exit: Exit.Exit<A, E>) => {
@@ -121,6 +121,26 @@ describe("6: pause, close and interrupting serve are bounded when completions ca
       yield* returns(closeClient, "client close")
       yield* assertLeakFree()
     }).pipe(Effect.scoped, withBus))
+
+  // In TestClock time, so the bounds themselves are checked without measuring anything.
+  it.scoped("the close waits exactly the drain timeout for the completion, then returns", () =>
+    Effect.gen(function*() {
+      const { closeServer } = yield* stuckCompletion("stuck-clock-close")
+      const closing = yield* Effect.fork(closeServer)
+      assert.isUndefined(yield* pollAfterSettle(closing), "still within drainTimeoutMillis")
+      yield* TestClock.adjust("50 millis")
+      const exit = yield* pollAfterSettle(closing)
+      assert.isTrue(exit !== undefined && Exit.isSuccess(exit), "returned at drainTimeoutMillis")
+    }).pipe(withBus))
+
+  it.scoped("the pause does not wait for a queued completion (the packet has left the consumer's hands)", () =>
+    Effect.gen(function*() {
+      const { server } = yield* stuckCompletion("stuck-clock-pause")
+      const pausing = yield* Effect.fork(server.pause)
+      const exit = yield* pollAfterSettle(pausing)
+      assert.isTrue(exit !== undefined && Exit.isSuccess(exit), "returned without the clock moving")
+      assert.strictEqual((yield* server.stats).packetsOutstanding, 1, "its completion still owed")
+    }).pipe(withBus))
 
   it.live("two sides with small rings and traffic both ways close at the same time without a deadlock", () =>
     Effect.gen(function*() {
