@@ -19,6 +19,7 @@ import type * as Channel from "./Channel.js"
 import * as ChannelMessage from "./ChannelMessage.js"
 import type * as GuestMemory from "./GuestMemory.js"
 import type * as Transport from "./Transport.js"
+import { spanAttributes } from "./internal/channelMetrics.js"
 import type {
   ChannelClosed,
   GpadlAlreadyMapped,
@@ -103,7 +104,7 @@ export const create = (
       channel.createGpadl(range, { readOnly: options?.readOnly, buffer }),
       (handle): Gpadl => ({ handle, range, readOnly: options?.readOnly === true })
     )
-  }).pipe(Effect.withSpan("vmbus.gpadl.create"))
+  }).pipe(Effect.withSpan("vmbus.gpadl.create", { attributes: { ...spanAttributes(channel), "vmbus.pages": toRange(source).pfns.length } }))
 
 /**
  * Maps a GPADL of a server channel for reading and writing (`write: false` for a read-only mapping).
@@ -116,4 +117,6 @@ export const map = (
   handle: number,
   options?: { readonly write?: boolean | undefined }
 ): Effect.Effect<GpadlView, GpadlUnavailable | GpadlAlreadyMapped | GpadlWriteMapOfReadOnly | Unsupported, Scope.Scope> =>
-  channel.mapGpadl(handle, options)
+  channel.mapGpadl(handle, options).pipe(
+    Effect.withSpan("vmbus.gpadl.map", { attributes: { ...spanAttributes(channel), "vmbus.gpadl": handle } })
+  )
