@@ -25,13 +25,19 @@ import type { InvalidParameter } from "./VmbusError.js"
  * `maxOutstandingTransactions` 1024, `maxExternalPages` 1024, `drainTimeoutMillis` 5000,
  * `openTimeoutMillis` 10000, `failureCompletion` (payload of automatic failure completions, default
  * empty), `strictCompletions` false (an unknown completion ends the channel when true),
- * `readBatchLimit` 128 (packets per wake-up), `name` (metric label).
+ * `readBatchLimit` 128 (packets per wake-up), `name` (metric label), `unknownPackets` `"skip"` — what
+ * to do with a packet of a type other than in-band, transfer pages, GPA direct or completion, or a data
+ * packet with flag bits other than bit 0: `"skip"` consumes it, reports an `UnknownPacket` event and
+ * counts it (as Linux drivers log and skip); `"deliver"` hands it to consumers like any packet
+ * (`kind: "Unknown"`, or its own kind with `packet.flags`), completed exactly once; `"fail"` ends the
+ * open period as `Corrupt` (OpenVMM's rule). Whatever the policy, the packet is consumed: a reader is
+ * never stuck behind it. Completions are matched on their id whatever their flags.
  *
  * Metrics (Effect `Metric`, labelled `channel` and `role`; flushed by the receive loop every 256 events
  * and at close, so `stats` is the exact, immediate view): `vmbus_packets_sent`, `vmbus_bytes_sent`,
  * `vmbus_packets_received`, `vmbus_bytes_received`, `vmbus_completions_sent`,
  * `vmbus_completions_received`, `vmbus_unknown_completions`, `vmbus_auto_completed`,
- * `vmbus_handler_failures`, `vmbus_signals_sent`, `vmbus_signals_received`, `vmbus_ring_full_waits`,
+ * `vmbus_handler_failures`, `vmbus_unknown_packets`, `vmbus_signals_sent`, `vmbus_signals_received`, `vmbus_ring_full_waits`,
  * `vmbus_requests_outstanding` (gauge). Spans: `vmbus.channel.open`, `vmbus.channel.close`,
  * `vmbus.channel.request`. `serve` runs `concurrency` workers (default: the transaction quota at the
  * time `serve` starts, at most 64; at most 1024 when given).

@@ -81,6 +81,7 @@ const common = {
   failureCompletion: Schema.optionalWith(Schema.Uint8ArrayFromSelf, { default: () => new Uint8Array(0) }),
   strictCompletions: Schema.optionalWith(Schema.Boolean, { default: () => false }),
   readBatchLimit: Schema.optionalWith(PositiveInt, { default: () => 128 }),
+  unknownPackets: Schema.optionalWith(Schema.Literal("skip", "deliver", "fail"), { default: () => "skip" as const }),
   name: Schema.optional(Schema.String)
 }
 
@@ -142,6 +143,8 @@ export interface ChannelStats {
   readonly ringFullWaits: number
   readonly unknownCompletions: number
   readonly handlerFailures: number
+  /** Packets of an unknown type or with unknown flag bits that were skipped (`unknownPackets: "skip"`). */
+  readonly unknownPackets: number
 }
 
 export interface SendOptions {
@@ -176,6 +179,7 @@ export interface ChannelEvent {
     | "RingCorrupt"
     | "PacketFailed"
     | "InvalidExternalData"
+    | "UnknownPacket"
   readonly error: MalformedPacket | RingCorrupt
 }
 
@@ -254,6 +258,7 @@ const metricCompletionsReceived = Metric.counter("vmbus_completions_received", {
 const metricUnknownCompletions = Metric.counter("vmbus_unknown_completions", { incremental: true })
 const metricAutoCompleted = Metric.counter("vmbus_auto_completed", { incremental: true })
 const metricHandlerFailures = Metric.counter("vmbus_handler_failures", { incremental: true })
+const metricUnknownPackets = Metric.counter("vmbus_unknown_packets", { incremental: true })
 const metricRequestsOutstanding = Metric.gauge("vmbus_requests_outstanding")
 
 // ---------------------------------------------------------------------------------------------
@@ -280,6 +285,7 @@ class Counters {
   ringFullWaits = 0
   unknownCompletions = 0
   handlerFailures = 0
+  unknownPackets = 0
 }
 
 const EMPTY = new Uint8Array(0)
@@ -290,17 +296,20 @@ const runHook = (hook: Effect.Effect<unknown, unknown> | undefined): Effect.Effe
     ? Effect.void
     : Effect.catchAllCause(Effect.asVoid(hook), (cause) => Effect.logWarning("vmbus: lifecycle hook failed", cause))
 
+/** Every packet kind but completions: what the receive side delivers. */
+type DataPacket = Exclude<PacketNs.Packet, PacketNs.CompletionPacket>
+
 class PacketHandle implements IncomingPacketNs.IncomingPacket {
   readonly [IncomingPacketTypeId]: IncomingPacketNs.TypeId = IncomingPacketTypeId
   state: IncomingPacketNs.Disposition = "pending"
-  readonly kind: "InBand" | "TransferPages" | "GpaDirect"
+  readonly kind: DataPacket["_tag"]
   readonly payload: Uint8Array
   readonly transactionId: Option.Option<bigint>
   readonly completionRequested: boolean
 
   constructor(
     readonly channel: ChannelImpl,
-    readonly packet: PacketNs.InBandPacket | PacketNs.TransferPagesPacket | PacketNs.GpaDirectPacket
+    readonly packet: DataPacket
   ) {
     this.kind = packet._tag
     this.payload = packet.payload
@@ -773,7 +782,7 @@ export class ChannelImpl implements OpenedChannel {
     transaction.onSettled?.()
   }
 
-  private deliver(packet: PacketNs.InBandPacket | PacketNs.TransferPagesPacket | PacketNs.GpaDirectPacket): void {
+  private deliver(packet: DataPacket): void {
     this.counters.packetsReceived++
     this.counters.bytesReceived += packet.payload.length
     this.outstanding++
@@ -821,6 +830,12 @@ export class ChannelImpl implements OpenedChannel {
         if (this.closeReason !== undefined) return "stop"
         continue
       }
+      if (this.config.unknownPackets !== "deliver" && (result._tag === "Unknown" || P.unknownFlagBits(result) !== 0)) {
+        // Consumed whatever the policy, so no reader is ever stuck behind it (issue 8, C14).
+        if (!canDeliver) this.in.read()
+        if (this.refuseUnknown(result)) return "stop"
+        continue
+      }
       if (!canDeliver) {
         status = "blocked"
         break
@@ -829,6 +844,26 @@ export class ChannelImpl implements OpenedChannel {
     }
     if (this.in.commit()) this.signalPeer()
     return status
+  }
+
+  /**
+   * A packet of a type this channel does not interpret, or with flag bits it does not know: skipped and
+   * reported (as Linux drivers log and skip), or fatal (`unknownPackets: "fail"`, OpenVMM's rule).
+   * Returns true when the channel ended.
+   */
+  private refuseUnknown(packet: DataPacket): boolean {
+    const unknownType = packet._tag === "Unknown"
+    const field = unknownType ? "type" : "flags"
+    const value = unknownType ? packet.type : packet.flags
+    const reason = unknownType ? "packet of an unknown type" : "packet with unknown flag bits"
+    if (this.config.unknownPackets === "fail") {
+      if (this.in.commit()) this.signalPeer()
+      this.failCorrupt(new RingCorrupt({ reason, field, value }))
+      return true
+    }
+    this.counters.unknownPackets++
+    this.report({ _tag: "UnknownPacket", error: new MalformedPacket({ reason: `${reason}, skipped`, field, value }) })
+    return false
   }
 
   private readonly receiveLoop: Effect.Effect<void> = Effect.suspend(() => {
@@ -861,8 +896,9 @@ export class ChannelImpl implements OpenedChannel {
   private metricsDue(): boolean {
     const now = this.counters
     const before = this.flushed
-    return now.packetsSent + now.packetsReceived + now.completionsReceived + now.signalsReceived -
-        (before.packetsSent + before.packetsReceived + before.completionsReceived + before.signalsReceived) >= 256
+    return now.packetsSent + now.packetsReceived + now.completionsReceived + now.signalsReceived + now.unknownPackets -
+        (before.packetsSent + before.packetsReceived + before.completionsReceived + before.signalsReceived +
+          before.unknownPackets) >= 256
   }
 
   private readonly flushMetrics: Effect.Effect<void> = Effect.suspend(() => {
@@ -884,6 +920,7 @@ export class ChannelImpl implements OpenedChannel {
     add(metricUnknownCompletions, now.unknownCompletions - before.unknownCompletions)
     add(metricAutoCompleted, now.autoCompleted - before.autoCompleted)
     add(metricHandlerFailures, now.handlerFailures - before.handlerFailures)
+    add(metricUnknownPackets, now.unknownPackets - before.unknownPackets)
     this.flushed = Object.assign(new Counters(), now)
     updates.push(Metric.set(Metric.taggedWithLabels(metricRequestsOutstanding, this.labels()), this.transactions.size))
     return Effect.all(updates, { discard: true })
