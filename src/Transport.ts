@@ -189,12 +189,29 @@ export interface Offer {
 }
 
 /**
+ * A hook on the control plane: it sees every channel message a transport posts (encoded bytes) and
+ * hands it on with `deliver` — at once, later, changed, or never. For fault injection and tracing.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type MessageInterceptor = (
+  message: { readonly direction: "toHost" | "toGuest"; readonly bytes: Uint8Array },
+  deliver: (bytes: Uint8Array) => void
+) => void
+
+/**
  * @since 0.1.0
  * @category models
  */
 export interface TransportShape {
   readonly name: string
   readonly capabilities: Capabilities
+  /**
+   * Optional: installs a `MessageInterceptor` on the transport's control messages until the scope
+   * closes (one at a time; a transport without an inspectable control plane leaves it undefined).
+   */
+  readonly interceptMessages?: ((interceptor: MessageInterceptor) => Effect.Effect<void, never, Scope.Scope>) | undefined
   /** Offers a channel (server role). Closing the scope rescinds the offer and closes any open channel. */
   readonly offer: (
     identity: OfferIdentity

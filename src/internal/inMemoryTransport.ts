@@ -239,8 +239,17 @@ export class Bus {
     this.postBytes(direction, bytes)
   }
 
+  /** The control-plane hook (`Transport.interceptMessages`), if one is installed. */
+  interceptor: Transport.MessageInterceptor | undefined = undefined
+
   /** Delivers raw bytes as a channel message (tests use it to inject malformed messages). */
   postBytes(direction: "toHost" | "toGuest", bytes: Uint8Array): void {
+    const interceptor = this.interceptor
+    if (interceptor === undefined) return this.enqueue(direction, bytes)
+    interceptor({ direction, bytes: bytes.slice() }, (delivered) => this.enqueue(direction, delivered))
+  }
+
+  private enqueue(direction: "toHost" | "toGuest", bytes: Uint8Array): void {
     this.log?.push({ direction, bytes: bytes.slice() })
     if (direction === "toHost") {
       this.messagesToHost++
