@@ -44,7 +44,8 @@ import { InvalidParameter } from "./VmbusError.js"
  * - `signals`: probabilities `drop`, `duplicate`, `delay`, `reorder` (per signal, exclusive, default 0),
  *   `maxDelayMillis` (default 2), `spuriousEveryMillis` (a signal to every live endpoint at that period);
  * - `messages`: `delay` (probability; delays keep each direction in order), `maxDelayMillis` (default
- *   2), `corrupt` (probability), `corruptDirection` (`"toGuest"` default, `"toHost"`, `"both"`), `hold`
+ *   2), `corrupt` (probability), `corruptDirection` (`"toGuest"` default, `"toHost"`, `"both"`),
+ *   `corruptOnly` (message tags to corrupt; default all), `hold`
  *   (message tags — `"GpadlCreated"`, `"OpenChannelResult"`, `"GpadlTorndown"`, … — withheld until
  *   `releaseMessages`), `holdMillis` (release held messages after that long instead);
  * - `readers`: `stall` (probability per wake-up), `maxStallMillis` (default 5);

@@ -36,6 +36,7 @@ export const MessageFaults = Schema.Struct({
   maxDelayMillis: Schema.optionalWith(Millis, { default: () => 2 }),
   corrupt: Schema.optionalWith(Probability, { default: () => 0 }),
   corruptDirection: Schema.optionalWith(Schema.Literal("toHost", "toGuest", "both"), { default: () => "toGuest" as const }),
+  corruptOnly: Schema.optional(Schema.Array(Schema.String)),
   hold: Schema.optionalWith(Schema.Array(Schema.String), { default: () => [] }),
   holdMillis: Schema.optional(Millis)
 })
@@ -521,7 +522,9 @@ export class Injector {
       return
     }
     const f = this.config.messages
-    if (this.enabled && f.corrupt > 0 && (f.corruptDirection === "both" || f.corruptDirection === message.direction)) {
+    const corruptible = (f.corruptDirection === "both" || f.corruptDirection === message.direction) &&
+      (f.corruptOnly === undefined || f.corruptOnly.includes(tag))
+    if (this.enabled && f.corrupt > 0 && corruptible) {
       if (this.rngMessage() < f.corrupt) {
         bytes = bytes.slice()
         const at = Math.floor(this.rngMessage() * bytes.length)

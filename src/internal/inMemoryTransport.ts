@@ -319,6 +319,9 @@ export class Bus {
         this.gpadlRelids.delete(gpadl.handle)
         let status = 0
         if (this.hostGpadls.has(gpadl.handle)) status = STATUS_UNSUCCESSFUL
+        // A GPADL for a channel the host no longer offers (rescinded while the header was in flight)
+        // would never be released: the guest drops its GPADLs without GPADL_TEARDOWN after a rescind.
+        if (!this.hostOffers.has(gpadl.childRelid)) status = STATUS_UNSUCCESSFUL
         for (const pfn of gpadl.pfns) if (!this.memory.isAllocated(pfn)) status = STATUS_UNSUCCESSFUL
         if (status === 0) {
           this.hostGpadls.set(gpadl.handle, {

@@ -355,7 +355,11 @@ const scenarioBody = (scenario: Scenario, state: State) =>
       }
     }
     for (const buffer of canaries) {
-      if (!buffer.bytes.every((b) => b === CANARY)) fail(state, "a canary buffer was written after its pages were freed and reused")
+      const at = buffer.bytes.findIndex((b) => b !== CANARY)
+      if (at >= 0) {
+        const bytes = Array.from(buffer.bytes.subarray(at - (at % 8), at - (at % 8) + 8), (b) => b.toString(16).padStart(2, "0"))
+        fail(state, `canary written after its pages were freed and reused: offset ${at} (page offset ${at % 4096}): ${bytes.join(" ")}`)
+      }
     }
     state.phase = "teardown"
     yield* Scope.close(outer, Exit.void)
