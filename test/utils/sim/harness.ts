@@ -61,6 +61,8 @@ interface State {
   readonly results: Record<string, number>
   handlersStarted: number
   handlersEnded: number
+  /** Requests whose packet the server failed (`fail`): no completion may ever answer them. */
+  readonly failedPackets: Set<number>
   faults: FaultInjectingTransport.FaultStats | undefined
 }
 
@@ -173,9 +175,11 @@ const scenarioBody = (scenario: Scenario, state: State) =>
             }
             return undefined
           }
-          case "failPacket":
-            yield* packet.fail("simulated unrecoverable packet").pipe(Effect.ignore)
+          case "failPacket": {
+            const failed = yield* Effect.either(packet.fail("simulated unrecoverable packet"))
+            if (Either.isRight(failed)) state.failedPackets.add(index)
             return undefined
+          }
           case "closeFromHandler":
             yield* Scope.close(serverScope, Exit.void)
             return reply(index)
@@ -342,7 +346,9 @@ const scenarioBody = (scenario: Scenario, state: State) =>
         if (!sameBytes(value, reply(plan.index)) && !sameBytes(value, FAILURE)) {
           fail(state, `request ${plan.index} got a reply that is not its own: ${Array.from(value).join(",")}`)
         }
-        if (plan.outcome === "failPacket") fail(state, `request ${plan.index}: completed although its packet was failed`)
+        if (state.failedPackets.has(plan.index)) {
+          fail(state, `request ${plan.index}: completed (${Array.from(value).join(",")}) although its packet was failed`)
+        }
       } else {
         const failure = Cause.failureOption(exit.cause)
         const tag = Option.isSome(failure)
@@ -396,6 +402,7 @@ export const runScenario = (scenario: Scenario, options: { readonly timeoutMilli
       results: {},
       handlersStarted: 0,
       handlersEnded: 0,
+      failedPackets: new Set(),
       faults: undefined
     }
     const supervisor = yield* Supervisor.track

@@ -2,6 +2,7 @@
 // Runs N scenarios with seeds S, S+1, …; prints every failure with the seed that replays it
 // (`--only SEED`), totals of handler outcomes and request results, and exits non-zero on a failure.
 import * as Effect from "effect/Effect"
+import { classify } from "./classify.js"
 import { runScenario, type Report } from "./harness.js"
 import { type Feature, generate } from "./scenario.js"
 
@@ -25,6 +26,7 @@ const main = Effect.gen(function*() {
   const results: Record<string, number> = {}
   const faults: Record<string, number> = {}
   const failed: Array<Report> = []
+  const classes: Record<string, Array<number>> = {}
   let done = 0
   yield* Effect.forEach(seeds, (seed) =>
     Effect.gen(function*() {
@@ -36,10 +38,12 @@ const main = Effect.gen(function*() {
       done++
       if (!report.ok) {
         failed.push(report)
+        for (const c of classify(scenario, report)) (classes[c] ??= []).push(seed)
         console.log(`FAIL seed ${seed} (${report.millis} ms, phase ${report.phase}): ${report.failures.join(" | ")}`)
         if (verbose) console.log(JSON.stringify(scenario))
       } else if (verbose) {
         console.log(`ok   seed ${seed} (${report.millis} ms)`)
+        if (only !== undefined) console.log(JSON.stringify(scenario))
       }
       if (done % 100 === 0) console.log(`… ${done}/${seeds.length} scenarios, ${failed.length} failed`)
     }), { concurrency, discard: true })
@@ -49,6 +53,7 @@ const main = Effect.gen(function*() {
   console.log(`request results: ${JSON.stringify(results)}`)
   console.log(`faults injected: ${JSON.stringify(faults)}`)
   console.log(failed.length === 0 ? "all invariants held" : `${failed.length} failed: seeds ${failed.map((r) => r.seed).join(" ")}`)
+  for (const [c, list] of Object.entries(classes)) console.log(`  ${c}: ${list.length} (seeds ${list.slice(0, 12).join(" ")})`)
   return failed.length
 })
 
