@@ -1628,6 +1628,11 @@ export const open = <E = never>(
     const outer = yield* Effect.scope
     // Everything of this open period lives in its own scope, closed at once if the open fails.
     const scope = yield* Scope.fork(outer, ExecutionStrategy.sequential)
+    // The close runs to its end even if the fiber closing the outer scope is interrupted half-way (a
+    // raw Scope.close is interruptible, and an abandoned close leaves the channel and its offer open for
+    // good): it runs in a fiber of its own that the closer awaits. Added after the fork, so it runs first.
+    yield* Scope.addFinalizerExit(outer, (exit) =>
+      Effect.uninterruptible(Effect.flatMap(Effect.forkDaemon(Scope.close(scope, exit)), Fiber.await)))
     const requestedGeometry = input.role === "client" && ("outgoingRingPages" in input || "incomingRingPages" in input)
     return yield* openIn(config, transport, scope, hooks, requestedGeometry).pipe(
       Scope.extend(scope),
