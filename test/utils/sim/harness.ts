@@ -219,6 +219,8 @@ const scenarioBody = (scenario: Scenario, state: State) =>
     // ----- the client's requests -----------------------------------------------------------
     state.phase = "active"
     const results = new Map<number, Exit.Exit<Uint8Array, unknown>>()
+    /** Where each request is, for the report of one that never resolves. */
+    const stage = new Map<number, string>()
     const canaries: Array<GuestMemory.GuestBuffer> = []
     const record = (plan: RequestPlan) => (exit: Exit.Exit<Uint8Array, unknown>) =>
       Effect.sync(() => {
@@ -251,9 +253,13 @@ const scenarioBody = (scenario: Scenario, state: State) =>
           return Effect.scoped(Effect.gen(function*() {
             const buffer = yield* memory.allocate(1)
             buffer.bytes.fill(pattern(plan.index))
+            stage.set(plan.index, "createGpadl")
             const handle = yield* client.createGpadl({ pfns: buffer.pfns }, { buffer })
-            return yield* client.request(payloadOf(plan, handle), timeout(plan))
-          }))
+            stage.set(plan.index, "request")
+            return yield* client.request(payloadOf(plan, handle), timeout(plan)).pipe(
+              Effect.onExit(() => Effect.sync(() => stage.set(plan.index, "GPADL teardown")))
+            )
+          }).pipe(Effect.onExit(() => Effect.sync(() => stage.set(plan.index, "GPADL teardown")))))
       }
     }
     const requestFibers = yield* Effect.forEach(scenario.requests, (plan) =>
@@ -338,7 +344,7 @@ const scenarioBody = (scenario: Scenario, state: State) =>
     for (const plan of scenario.requests) {
       const exit = results.get(plan.index)
       if (exit === undefined) {
-        fail(state, `request ${plan.index} (${plan.kind}, ${plan.outcome}) never resolved`)
+        fail(state, `request ${plan.index} (${plan.kind}, ${plan.outcome}) never resolved, in ${stage.get(plan.index) ?? "request"}`)
         continue
       }
       if (Exit.isSuccess(exit)) {
