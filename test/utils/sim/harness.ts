@@ -10,6 +10,8 @@ import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -417,7 +419,12 @@ export const runScenario = (scenario: Scenario, options: { readonly timeoutMilli
       Layer.provideMerge(InMemoryTransport.layerConfig({ memoryPages: 1024 })),
       Layer.orDie
     )
-    const run = scenarioBody(scenario, state).pipe(Effect.provide(layer), Effect.supervised(supervisor))
+    // Handler failures are the point of the exercise: their warnings would drown the report.
+    const run = scenarioBody(scenario, state).pipe(
+      Effect.provide(layer),
+      Effect.supervised(supervisor),
+      Logger.withMinimumLogLevel(LogLevel.None)
+    )
     // Disconnected: a scenario whose close hangs is reported, not waited for.
     const exit = yield* Effect.exit(Effect.timeout(Effect.disconnect(run), Duration.millis(options.timeoutMillis ?? 10_000)))
     if (Exit.isFailure(exit)) {
