@@ -56,7 +56,7 @@ import {
 } from "../VmbusError.js"
 import { ChannelMetrics, spanAttributes } from "./channelMetrics.js"
 import * as L from "./layout.js"
-import { currentFiber, interruptBounded } from "./bounded.js"
+import { actingFiber, actingFor, currentFiber, interruptBounded } from "./bounded.js"
 import { Doorbell, Notifier, WaitQueue } from "./notifier.js"
 import * as P from "./packet.js"
 import { TransactionTable } from "./transactions.js"
@@ -89,6 +89,7 @@ const common = {
   metricsFlushMillis: Schema.optionalWith(Schema.NonNegative, { default: () => 1000 }),
   strictCompletions: Schema.optionalWith(Schema.Boolean, { default: () => false }),
   readBatchLimit: Schema.optionalWith(PositiveInt, { default: () => 128 }),
+  unknownPackets: Schema.optionalWith(Schema.Literal("skip", "deliver", "fail"), { default: () => "skip" as const }),
   name: Schema.optional(Schema.String)
 }
 
@@ -212,6 +213,8 @@ export interface ChannelStats {
   readonly handlerFailures: number
   /** Completions owed to the peer and never written (the open period ended first); see `events`. */
   readonly completionsDropped: number
+  /** Packets of an unknown type or with unknown flag bits that were skipped (`unknownPackets: "skip"`). */
+  readonly unknownPackets: number
 }
 
 export interface SendOptions {
@@ -266,6 +269,7 @@ export interface ChannelEvent {
     | "HandlerFailed"
     | "CompletionDropped"
     | "CallbackFailed"
+    | "UnknownPacket"
   /** The typed error that describes the problem. */
   readonly error: MalformedPacket | RingCorrupt | HandlerFailedError | CompletionDropped | CallbackFailed
 }
@@ -414,14 +418,18 @@ class Counters {
   unknownCompletions = 0
   handlerFailures = 0
   completionsDropped = 0
+  unknownPackets = 0
 }
 
 const EMPTY = new Uint8Array(0)
 
+/** Every packet kind but completions: what the receive side delivers. */
+type DataPacket = Exclude<PacketNs.Packet, PacketNs.CompletionPacket>
+
 class PacketHandle implements IncomingPacketNs.IncomingPacket {
   readonly [IncomingPacketTypeId]: IncomingPacketNs.TypeId = IncomingPacketTypeId
   state: IncomingPacketNs.Disposition = "pending"
-  readonly kind: "InBand" | "TransferPages" | "GpaDirect"
+  readonly kind: DataPacket["_tag"]
   readonly payload: Uint8Array
   readonly transactionId: Option.Option<bigint>
   readonly completionRequested: boolean
@@ -430,7 +438,7 @@ class PacketHandle implements IncomingPacketNs.IncomingPacket {
 
   constructor(
     readonly channel: ChannelImpl,
-    readonly packet: PacketNs.InBandPacket | PacketNs.TransferPagesPacket | PacketNs.GpaDirectPacket
+    readonly packet: DataPacket
   ) {
     this.kind = packet._tag
     this.payload = packet.payload
@@ -1008,7 +1016,7 @@ export class ChannelImpl implements OpenedChannel {
     }
   }
 
-  private deliver(packet: PacketNs.InBandPacket | PacketNs.TransferPagesPacket | PacketNs.GpaDirectPacket): void {
+  private deliver(packet: DataPacket): void {
     this.counters.packetsReceived++
     this.counters.bytesReceived += packet.payload.length
     this.outstanding++
@@ -1056,6 +1064,12 @@ export class ChannelImpl implements OpenedChannel {
         if (this.closeReason !== undefined) return "stop"
         continue
       }
+      if (this.config.unknownPackets !== "deliver" && (result._tag === "Unknown" || P.unknownFlagBits(result) !== 0)) {
+        // Consumed whatever the policy, so no reader is ever stuck behind it (issue 8, C14).
+        if (!canDeliver) this.in.read()
+        if (this.refuseUnknown(result)) return "stop"
+        continue
+      }
       if (!canDeliver) {
         status = "blocked"
         break
@@ -1064,6 +1078,26 @@ export class ChannelImpl implements OpenedChannel {
     }
     if (this.in.commit()) this.signalPeer()
     return status
+  }
+
+  /**
+   * A packet of a type this channel does not interpret, or with flag bits it does not know: skipped and
+   * reported (as Linux drivers log and skip), or fatal (`unknownPackets: "fail"`, OpenVMM's rule).
+   * Returns true when the channel ended.
+   */
+  private refuseUnknown(packet: DataPacket): boolean {
+    const unknownType = packet._tag === "Unknown"
+    const field = unknownType ? "type" : "flags"
+    const value = unknownType ? packet.type : packet.flags
+    const reason = unknownType ? "packet of an unknown type" : "packet with unknown flag bits"
+    if (this.config.unknownPackets === "fail") {
+      if (this.in.commit()) this.signalPeer()
+      this.failCorrupt(new RingCorrupt({ reason, field, value }))
+      return true
+    }
+    this.counters.unknownPackets++
+    this.report({ _tag: "UnknownPacket", error: new MalformedPacket({ reason: `${reason}, skipped`, field, value }) })
+    return false
   }
 
   private readonly receiveLoop: Effect.Effect<void> = Effect.suspend(() => {
@@ -1349,7 +1383,7 @@ export class ChannelImpl implements OpenedChannel {
    */
   private drainOutstanding(closing: boolean): Effect.Effect<void> {
     return Effect.suspend(() => {
-      const self = currentFiber()
+      const self = actingFiber()
       // Closing: packets read but not handed out are completed with the failure payload. Pausing keeps
       // them for after start; only packets in a consumer's hands are waited for.
       if (closing) {
@@ -1800,6 +1834,17 @@ export const open = <E = never>(
     const outer = yield* Effect.scope
     // Everything of this open period lives in its own scope, closed at once if the open fails.
     const scope = yield* Scope.fork(outer, ExecutionStrategy.sequential)
+    // The close runs to its end even if the fiber closing the outer scope is interrupted half-way (a
+    // raw Scope.close is interruptible, and an abandoned close leaves the channel and its offer open for
+    // good): it runs in a fiber of its own that the closer awaits. Added after the fork, so it runs first.
+    // The daemon acts for the closer: a handler closing its own channel is not waited for (defect 7).
+    yield* Scope.addFinalizerExit(outer, (exit) =>
+      Effect.uninterruptible(Effect.suspend(() =>
+        Effect.flatMap(
+          Effect.forkDaemon(actingFor(actingFiber(), Scope.close(scope, exit))),
+          Fiber.await
+        )
+      )))
     const requestedGeometry = input.role === "client" && ("outgoingRingPages" in input || "incomingRingPages" in input)
     const channel = yield* openIn(config, transport, scope, hooks, requestedGeometry).pipe(
       Scope.extend(scope),
