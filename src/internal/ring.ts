@@ -177,15 +177,17 @@ export class OutgoingRing {
     const status = this.writeStatus(packet)
     if (status === WRITTEN) return undefined
     if (typeof status !== "number") return status
-    return this.problemOf(packet, status)
+    return status === FULL ? this.ringFull(packet) : this.tooLarge(packet)
   }
 
-  /** The typed error for a `writeStatus` sentinel, built only when someone will see it. */
-  problemOf(packet: P.Packet, status: typeof FULL | typeof TOO_LARGE): RingFull | PacketTooLarge {
-    const total = P.ringSize(packet)
-    return status === FULL
-      ? new RingFull({ required: total, available: this.lastFree })
-      : new PacketTooLarge({ size: total, max: this.maxRingPacketSize })
+  /** The `RingFull` for the last `writeStatus` of `packet` that returned `FULL` (built only when needed). */
+  ringFull(packet: P.Packet): RingFull {
+    return new RingFull({ required: P.ringSize(packet), available: this.lastFree })
+  }
+
+  /** The `PacketTooLarge` for a packet `writeStatus` refused with `TOO_LARGE` (built only when needed). */
+  tooLarge(packet: P.Packet): PacketTooLarge {
+    return new PacketTooLarge({ size: P.ringSize(packet), max: this.maxRingPacketSize })
   }
 
   /** Free bytes seen by the last write that did not fit (what its `RingFull` reports). */
