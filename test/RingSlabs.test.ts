@@ -5,10 +5,10 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as Packet from "../src/Packet.js"
 import * as Ring from "../src/Ring.js"
-import { FULL, TOO_LARGE, WRITTEN } from "../src/internal/ring.js"
 import { PacketTooLarge, RingCorrupt, RingFull } from "../src/VmbusError.js"
 
 const PAGE = 4096
+const { full: FULL, tooLarge: TOO_LARGE, written: WRITTEN } = Ring.WriteStatus
 
 const setup = (dataPages: number) => {
   const region = Ring.allocate(PAGE * (dataPages + 1))
