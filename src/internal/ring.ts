@@ -305,10 +305,11 @@ export type ReadResult = P.Packet | undefined | RingCorrupt | BufferTooSmall
 const SNAPSHOT_BYTES = 32 * 1024
 
 /**
- * Size of the slabs snapshots are carved from. Equal to SNAPSHOT_BYTES so a payload still held keeps
- * at most as much memory alive as a whole snapshot did when each refill had an allocation of its own.
+ * Size of the slabs snapshots are carved from (a larger copy gets a slab of its own size). A payload
+ * still held keeps its slab alive, so this bounds what one small held payload retains; 8 KiB already
+ * spreads one allocation over dozens of small refills.
  */
-const SLAB_BYTES = SNAPSHOT_BYTES
+const SLAB_BYTES = 8 * 1024
 
 const EMPTY_SLAB = new Uint8Array(0)
 
@@ -378,8 +379,7 @@ export class IncomingRing {
   private snapshotAvailEnd = 0
 
   /**
-   * Snapshots are carved one after the other out of a slab of SLAB_BYTES instead of one allocation
-   * per refill. The reuse rule that keeps every payload view valid (C7: valid for as long as its
+   * Snapshots are carved one after the other out of a slab instead of one allocation per refill. The reuse rule that keeps every payload view valid (C7: valid for as long as its
    * holder keeps it): bytes below `slabExposed` were covered by a packet this reader returned and are
    * never written again; only bytes at or above it — copied but never handed out, such as the unread
    * rest of a dropped copy — are written by the next refill. A full slab is left to the garbage
@@ -406,7 +406,7 @@ export class IncomingRing {
     const n = Math.min(avail, SNAPSHOT_BYTES)
     let start = this.slabExposed
     if (start + n > this.slab.length) {
-      this.slab = new Uint8Array(SLAB_BYTES)
+      this.slab = new Uint8Array(Math.max(SLAB_BYTES, n))
       start = 0
       this.slabExposed = 0
     }
