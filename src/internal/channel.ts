@@ -9,8 +9,6 @@ import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
-import * as Metric from "effect/Metric"
-import * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as PubSub from "effect/PubSub"
@@ -28,6 +26,7 @@ import type { GuestBuffer } from "../GuestMemory.js"
 import * as Transport from "../Transport.js"
 import type {
   GpadlAlreadyMapped,
+  HandlerFailed as HandlerFailedError,
   GpadlCreateFailed,
   GpadlTooLarge,
   GpadlUnavailable,
@@ -40,6 +39,7 @@ import {
   Cancelled,
   ChannelClosed,
   ExternalDataUnavailable,
+  HandlerFailed,
   InvalidMemoryRange,
   Unsupported,
   type CloseReason,
@@ -53,6 +53,7 @@ import {
   RingFull,
   TooManyTransactions
 } from "../VmbusError.js"
+import { ChannelMetrics, spanAttributes } from "./channelMetrics.js"
 import * as L from "./layout.js"
 import { Doorbell, Notifier, WaitQueue } from "./notifier.js"
 import * as P from "./packet.js"
@@ -82,6 +83,8 @@ const common = {
   drainTimeoutMillis: Schema.optionalWith(Schema.NonNegative, { default: () => 5000 }),
   openTimeoutMillis: Schema.optionalWith(Schema.NonNegative, { default: () => 10_000 }),
   failureCompletion: Schema.optionalWith(Schema.Uint8ArrayFromSelf, { default: () => new Uint8Array(0) }),
+  /** Metrics are flushed at least this often while anything changed (0: every 256 events and at close only). */
+  metricsFlushMillis: Schema.optionalWith(Schema.NonNegative, { default: () => 1000 }),
   strictCompletions: Schema.optionalWith(Schema.Boolean, { default: () => false }),
   readBatchLimit: Schema.optionalWith(PositiveInt, { default: () => 128 }),
   unknownPackets: Schema.optionalWith(Schema.Literal("skip", "deliver", "fail"), { default: () => "skip" as const }),
@@ -233,8 +236,9 @@ export interface ChannelEvent {
     | "RingCorrupt"
     | "PacketFailed"
     | "InvalidExternalData"
+    | "HandlerFailed"
     | "UnknownPacket"
-  readonly error: MalformedPacket | RingCorrupt
+  readonly error: MalformedPacket | RingCorrupt | HandlerFailedError
 }
 
 export interface Sender {
@@ -297,24 +301,7 @@ export interface Hooks<E = never> {
   readonly onClosed?: ((reason: CloseReason) => Effect.Effect<void>) | undefined
 }
 
-// ---------------------------------------------------------------------------------------------
-// Metrics (Effect metrics, tagged per channel; flushed every 256 events seen by the receive loop and at close)
-// ---------------------------------------------------------------------------------------------
-
-const metricPacketsSent = Metric.counter("vmbus_packets_sent", { incremental: true })
-const metricBytesSent = Metric.counter("vmbus_bytes_sent", { incremental: true })
-const metricPacketsReceived = Metric.counter("vmbus_packets_received", { incremental: true })
-const metricBytesReceived = Metric.counter("vmbus_bytes_received", { incremental: true })
-const metricCompletions = Metric.counter("vmbus_completions_sent", { incremental: true })
-const metricSignalsSent = Metric.counter("vmbus_signals_sent", { incremental: true })
-const metricSignalsReceived = Metric.counter("vmbus_signals_received", { incremental: true })
-const metricRingFullWaits = Metric.counter("vmbus_ring_full_waits", { incremental: true })
-const metricCompletionsReceived = Metric.counter("vmbus_completions_received", { incremental: true })
-const metricUnknownCompletions = Metric.counter("vmbus_unknown_completions", { incremental: true })
-const metricAutoCompleted = Metric.counter("vmbus_auto_completed", { incremental: true })
-const metricHandlerFailures = Metric.counter("vmbus_handler_failures", { incremental: true })
-const metricUnknownPackets = Metric.counter("vmbus_unknown_packets", { incremental: true })
-const metricRequestsOutstanding = Metric.gauge("vmbus_requests_outstanding")
+// Metrics and span attributes: ./channelMetrics.ts (flushed every 256 events, on a time bound, and at close)
 
 // ---------------------------------------------------------------------------------------------
 // Implementation
@@ -388,7 +375,8 @@ export class ChannelImpl implements OpenedChannel {
   private readonly out: Ring.OutgoingRing
   private readonly in: Ring.IncomingRing
   private readonly counters = new Counters()
-  private flushed = new Counters()
+  private readonly metrics: ChannelMetrics
+  private readonly spanAttributes: Record<string, unknown>
   private readonly tags: ReadonlyArray<readonly [string, string]>
 
   // lifecycle
@@ -466,6 +454,8 @@ export class ChannelImpl implements OpenedChannel {
       ["channel", config.name ?? `${endpoint.identity.interfaceInstance}/${endpoint.childRelid}`],
       ["role", endpoint.role]
     ]
+    this.metrics = new ChannelMetrics(this.counters, () => this.transactions.size, this.tags)
+    this.spanAttributes = spanAttributes(this)
   }
 
   // ----- state -------------------------------------------------------------------------------
@@ -783,8 +773,11 @@ export class ChannelImpl implements OpenedChannel {
         const pins = this.pinExternal(options?.external ?? [])
         if (!Array.isArray(pins)) return Effect.fail(pins)
         const userSettled = options?.onSettled
+        const startedAt = performance.now()
         // The table owns the pins from here: released once, when the id is freed.
         const transaction = this.transactions.reserve(() => {
+          // Freed by its completion (see handleCompletion): one round trip for the latency histogram.
+          if (this.completing) this.metrics.recordLatency(performance.now() - startedAt)
           for (const unpin of pins) unpin()
           userSettled?.()
         })
@@ -811,7 +804,7 @@ export class ChannelImpl implements OpenedChannel {
         onTimeout: () => new Cancelled({ reason: `no completion within ${Duration.format(Duration.decode(options.timeout!))}` })
       })
     return Effect.withSpan(timed, "vmbus.channel.request", {
-      attributes: { channel: this.childRelid },
+      attributes: this.spanAttributes,
       captureStackTrace: false
     })
   }
@@ -845,10 +838,15 @@ export class ChannelImpl implements OpenedChannel {
 
   // ----- receiving ---------------------------------------------------------------------------
 
+  /** True while a completion frees its transaction (the request's latency is recorded then). */
+  private completing = false
+
   private handleCompletion(packet: PacketNs.CompletionPacket): void {
     this.counters.completionsReceived++
     const id = packet.transactionId
+    this.completing = true
     const outcome = this.transactions.complete(id, packet.payload)
+    this.completing = false
     // "late": its waiter was failed by pause, the id kept reserved for it; freed silently, no false alarm.
     if (outcome !== "settled" && outcome !== "late") {
       this.counters.unknownCompletions++
@@ -961,7 +959,7 @@ export class ChannelImpl implements OpenedChannel {
         const status = this.drain()
         if (status === "stop") return Effect.void
         if (status !== "more") this.in.discardCopy()
-        const flush0 = this.metricsDue() ? this.flushMetrics : Effect.void
+        const flush0 = this.metrics.due() ? this.metrics.flush : Effect.void
         const flush = this.rejected.length === 0 ? flush0 : Effect.zipRight(
           Effect.forkDaemon(Effect.forEach(this.rejected.splice(0), (packet) => this.autoComplete(packet), { discard: true })),
           flush0
@@ -979,48 +977,6 @@ export class ChannelImpl implements OpenedChannel {
       })
     return step()
   })
-
-  /** Metrics are flushed every 256 events (and at close), not per wake-up: the flush costs microseconds. */
-  private metricsDue(): boolean {
-    const now = this.counters
-    const before = this.flushed
-    return now.packetsSent + now.packetsReceived + now.completionsReceived + now.signalsReceived + now.unknownPackets -
-        (before.packetsSent + before.packetsReceived + before.completionsReceived + before.signalsReceived +
-          before.unknownPackets) >= 256
-  }
-
-  private readonly flushMetrics: Effect.Effect<void> = Effect.suspend(() => {
-    const now = this.counters
-    const before = this.flushed
-    const updates: Array<Effect.Effect<void>> = []
-    const add = (metric: Metric.Metric.Counter<number>, delta: number) => {
-      if (delta > 0) updates.push(Metric.incrementBy(Metric.taggedWithLabels(metric, this.labels()), delta))
-    }
-    add(metricPacketsSent, now.packetsSent - before.packetsSent)
-    add(metricBytesSent, now.bytesSent - before.bytesSent)
-    add(metricPacketsReceived, now.packetsReceived - before.packetsReceived)
-    add(metricBytesReceived, now.bytesReceived - before.bytesReceived)
-    add(metricCompletions, now.completionsSent - before.completionsSent)
-    add(metricSignalsSent, now.signalsSent - before.signalsSent)
-    add(metricSignalsReceived, now.signalsReceived - before.signalsReceived)
-    add(metricRingFullWaits, now.ringFullWaits - before.ringFullWaits)
-    add(metricCompletionsReceived, now.completionsReceived - before.completionsReceived)
-    add(metricUnknownCompletions, now.unknownCompletions - before.unknownCompletions)
-    add(metricAutoCompleted, now.autoCompleted - before.autoCompleted)
-    add(metricHandlerFailures, now.handlerFailures - before.handlerFailures)
-    add(metricUnknownPackets, now.unknownPackets - before.unknownPackets)
-    this.flushed = Object.assign(new Counters(), now)
-    updates.push(Metric.set(Metric.taggedWithLabels(metricRequestsOutstanding, this.labels()), this.transactions.size))
-    return Effect.all(updates, { discard: true })
-  })
-
-  private labelCache: ReadonlyArray<MetricLabel.MetricLabel> | undefined
-  private labels(): ReadonlyArray<MetricLabel.MetricLabel> {
-    if (this.labelCache === undefined) {
-      this.labelCache = this.tags.map(([key, value]) => MetricLabel.make(key, value))
-    }
-    return this.labelCache
-  }
 
   /**
    * Takes the next delivered packet as a scoped resource. The wait is interruptible; the hand-over is
@@ -1101,21 +1057,15 @@ export class ChannelImpl implements OpenedChannel {
               const result = exit.value
               // A result that cannot be sent (too large) still ends the packet: with the failure payload.
               return restore(packet.complete(result instanceof Uint8Array ? result : EMPTY)).pipe(
-                Effect.catchTag("PacketTooLarge", () =>
-                  Effect.zipRight(
-                    Effect.sync(() => {
-                      this.counters.handlerFailures++
-                    }),
-                    this.autoComplete(packet)
-                  )),
+                Effect.catchTag("PacketTooLarge", (error) => this.handlerFailed(packet, Cause.fail(error))),
                 Effect.ignore
               )
             }
-            this.counters.handlerFailures++
-            return Effect.zipRight(
-              this.autoComplete(packet),
-              Exit.isInterrupted(exit) ? Effect.void : Effect.logDebug("vmbus: packet handler failed", exit.cause)
-            )
+            if (Exit.isInterrupted(exit)) {
+              this.counters.handlerFailures++
+              return this.autoComplete(packet)
+            }
+            return this.handlerFailed(packet, exit.cause)
           })
         )
       })
@@ -1204,6 +1154,29 @@ export class ChannelImpl implements OpenedChannel {
         return Effect.zipRight(this.outboxChanged.waitAfter(seen), waitWritten)
       })
       return waitWritten
+    })
+  }
+
+  /**
+   * A handler failed (or returned a result that cannot be sent): the packet is completed with
+   * `failureCompletion`, and because the requester cannot tell that from a reply, the failure is
+   * reported on `events` and logged at warning level.
+   */
+  private handlerFailed(packet: PacketHandle, cause: Cause.Cause<unknown>): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      this.counters.handlerFailures++
+      const failure = Cause.squash(cause)
+      const reason = failure instanceof Error ? failure.message : String(failure)
+      const error = new HandlerFailed({
+        reason,
+        transactionId: packet.packet.completionRequested ? packet.packet.transactionId : undefined,
+        failureCompleted: packet.state === "pending"
+      })
+      this.report({ _tag: "HandlerFailed", error })
+      return Effect.zipRight(
+        this.autoComplete(packet),
+        Effect.logWarning(`vmbus: ${error.message}`, cause).pipe(Effect.annotateLogs(this.spanAttributes))
+      )
     })
   }
 
@@ -1543,6 +1516,7 @@ export class ChannelImpl implements OpenedChannel {
         ),
         scope
       )
+      if (this.config.metricsFlushMillis > 0) yield* Effect.forkIn(this.metrics.timer(this.config.metricsFlushMillis), scope)
       if (this.hooks.onPostStarted) yield* this.hooks.onPostStarted(this)
     })
   }
@@ -1580,10 +1554,10 @@ export class ChannelImpl implements OpenedChannel {
       if (wasRunning) yield* runHook(this.hooks.onSuspend)
       yield* this.drainOutstanding(true)
       this.endOpenPeriod("LocalClose", new ChannelClosed({ reason: "LocalClose" }))
-      yield* this.flushMetrics
+      yield* this.metrics.flush
       yield* this.setState("Closed")
       if (this.reachedActive) yield* runHook(this.hooks.onClosed?.(this.closeReason ?? "LocalClose"))
-    }).pipe(Effect.withSpan("vmbus.channel.close", { attributes: { channel: this.childRelid } }))
+    }).pipe(Effect.withSpan("vmbus.channel.close", { attributes: this.spanAttributes }))
   }
 }
 
@@ -1629,12 +1603,23 @@ export const open = <E = never>(
     const outer = yield* Effect.scope
     // Everything of this open period lives in its own scope, closed at once if the open fails.
     const scope = yield* Scope.fork(outer, ExecutionStrategy.sequential)
+    // The close runs to its end even if the fiber closing the outer scope is interrupted half-way (a
+    // raw Scope.close is interruptible, and an abandoned close leaves the channel and its offer open for
+    // good): it runs in a fiber of its own that the closer awaits. Added after the fork, so it runs first.
+    yield* Scope.addFinalizerExit(outer, (exit) =>
+      Effect.uninterruptible(Effect.flatMap(Effect.forkDaemon(Scope.close(scope, exit)), Fiber.await)))
     const requestedGeometry = input.role === "client" && ("outgoingRingPages" in input || "incomingRingPages" in input)
     return yield* openIn(config, transport, scope, hooks, requestedGeometry).pipe(
       Scope.extend(scope),
       Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause)))
     )
-  }).pipe(Effect.withSpan("vmbus.channel.open"))
+  }).pipe(Effect.withSpan("vmbus.channel.open", {
+    attributes: {
+      "vmbus.interface_type": input.interfaceType,
+      "vmbus.role": input.role,
+      ...(input.interfaceInstance === undefined ? {} : { "vmbus.interface_instance": input.interfaceInstance })
+    }
+  }))
 
 const openIn = <E>(
   config: ChannelConfig,
@@ -1652,6 +1637,13 @@ const openIn = <E>(
       return yield* new Unsupported({ capability: "ringGeometry", reason: `the ${transport.name} transport chooses ring sizes itself` })
     }
     const timeout = Duration.millis(config.openTimeoutMillis)
+    const timedOut = () =>
+      new OpenTimeout({
+        timeoutMillis: config.openTimeoutMillis,
+        interfaceType: config.interfaceType,
+        interfaceInstance: config.interfaceInstance,
+        role: config.role
+      })
     // Added before the endpoint, so it runs after the transport's close (CLOSECHANNEL or rescind, GPADL
     // teardown): only then can the host side no longer reach what ended requests pinned.
     const owner: { channel?: ChannelImpl } = {}
@@ -1662,12 +1654,13 @@ const openIn = <E>(
         interfaceInstance: config.interfaceInstance,
         outgoingRingPages: config.outgoingRingPages,
         incomingRingPages: config.incomingRingPages
-      }).pipe(Effect.timeoutFail({ duration: timeout, onTimeout: () => new OpenTimeout({ timeoutMillis: config.openTimeoutMillis }) }))
+      }).pipe(Effect.timeoutFail({ duration: timeout, onTimeout: timedOut }))
       : yield* Effect.flatMap(
         transport.offer({ interfaceType: config.interfaceType, interfaceInstance: config.interfaceInstance }),
         (offer) => offer.accept
-      ).pipe(Effect.timeoutFail({ duration: timeout, onTimeout: () => new OpenTimeout({ timeoutMillis: config.openTimeoutMillis }) }))
+      ).pipe(Effect.timeoutFail({ duration: timeout, onTimeout: timedOut }))
     if (endpoint.ringsValid?.() === false) return yield* new ChannelClosed({ reason: "PeerClose" })
+    yield* Effect.annotateCurrentSpan(spanAttributes(endpoint))
     const incomingDataSize = endpoint.incoming.byteLength - L.CONTROL_PAGE_SIZE
     const maxPacketLength = L.DESCRIPTOR_SIZE + L.EXTENDED_HEADER_SIZE + 8 * 16 + 8 * config.maxExternalPages +
       L.align8Safe(config.maxPacketSize)

@@ -1,4 +1,5 @@
-// `npm run test:sim -- --scenarios N --seed S [--exclude a,b] [--only SEED] [--concurrency C] [--verbose]`
+// `npm run test:sim -- --scenarios N --seed S [--exclude a,b] [--only SEED] [--concurrency C]
+//   [--max-requests M] [--verbose]`
 // Runs N scenarios with seeds S, S+1, …; prints every failure with the seed that replays it
 // (`--only SEED`), totals of handler outcomes and request results, and exits non-zero on a failure.
 import * as Effect from "effect/Effect"
@@ -16,6 +17,7 @@ const firstSeed = Number(option("seed") ?? 1)
 const only = option("only")
 const concurrency = Number(option("concurrency") ?? 4)
 const verbose = args.includes("--verbose")
+const maxRequests = option("max-requests") === undefined ? undefined : Number(option("max-requests"))
 const exclude = new Set((option("exclude") ?? "").split(",").filter((s) => s.length > 0) as Array<Feature>)
 
 const seeds = only !== undefined ? [Number(only)] : Array.from({ length: scenarios }, (_, i) => firstSeed + i)
@@ -30,7 +32,7 @@ const main = Effect.gen(function*() {
   let done = 0
   yield* Effect.forEach(seeds, (seed) =>
     Effect.gen(function*() {
-      const scenario = generate(seed, { exclude })
+      const scenario = generate(seed, { exclude, maxRequests })
       const report = yield* runScenario(scenario)
       for (const [k, v] of Object.entries(report.outcomes)) outcomes[k] = (outcomes[k] ?? 0) + v
       for (const [k, v] of Object.entries(report.results)) results[k] = (results[k] ?? 0) + v
