@@ -80,6 +80,8 @@ export type ChannelConfigInput = internal.ChannelConfigInput
 export type ChannelState = internal.ChannelState
 
 /**
+ * Counters of one open channel: the exact, immediate view of what the channel metrics report.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -98,30 +100,43 @@ export type ChannelStats = internal.ChannelStats
 export type ChannelEvent = internal.ChannelEvent
 
 /**
+ * Options of `send`, `sendBatch` and `sendPacket`: what to do when the ring is full.
+ *
  * @since 0.1.0
  * @category models
  */
 export type SendOptions = internal.SendOptions
 
 /**
+ * Options of `request`: ring-full behaviour, a timeout for the wait, external data (GPA ranges or guest
+ * buffers) and a settlement callback.
+ *
  * @since 0.1.0
  * @category models
  */
 export type RequestOptions = internal.RequestOptions
 
 /**
+ * Every error a send may fail with.
+ *
  * @since 0.1.0
  * @category errors
  */
 export type SendError = internal.SendError
 
 /**
+ * Every error a request may fail with: a send error, `Cancelled` (timeout or interruption of the wait) or
+ * `TooManyTransactions`.
+ *
  * @since 0.1.0
  * @category errors
  */
 export type RequestError = internal.RequestError
 
 /**
+ * Every error receiving (`take`, `packets`, `serve`) may fail with: the open period ended, or the ring or a
+ * packet is corrupt.
+ *
  * @since 0.1.0
  * @category errors
  */

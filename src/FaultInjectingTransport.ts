@@ -72,6 +72,8 @@ export type FaultConfig = internal.FaultConfig
 export type FaultConfigInput = internal.FaultConfigInput
 
 /**
+ * The kinds of fault the layer injects (the keys of `FaultStats`).
+ *
  * @since 0.1.0
  * @category models
  */
@@ -100,7 +102,9 @@ export type FaultStats = internal.FaultStats
  * @category models
  */
 export interface FaultControlShape {
+  /** The validated configuration the layer runs with. */
   readonly config: FaultConfig
+  /** Steps seen and faults injected so far, by kind. */
   readonly stats: Effect.Effect<FaultStats>
   /** The last 2000 injected faults, oldest first. */
   readonly log: Effect.Effect<ReadonlyArray<FaultLogEntry>>
@@ -128,6 +132,8 @@ export interface FaultControlShape {
 }
 
 /**
+ * The service that controls a `FaultInjectingTransport` layer (provided by the same layer).
+ *
  * @since 0.1.0
  * @category tags
  */

@@ -54,8 +54,11 @@ export const MAX_PAGES: number = ChannelMessage.MAX_GPADL_PAGES
  * @category models
  */
 export interface Gpadl {
+  /** The handle the host knows the GPADL by; pass it to the host in your protocol. */
   readonly handle: number
+  /** The guest pages the GPADL describes. */
   readonly range: Transport.GpadlRange
+  /** Whether the host was told not to map it for writing. */
   readonly readOnly: boolean
 }
 
@@ -68,6 +71,8 @@ export interface Gpadl {
 export type GpadlView = Transport.GpadlView
 
 /**
+ * Options of `create`.
+ *
  * @since 0.1.0
  * @category models
  */

@@ -8,6 +8,8 @@ import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 
 /**
+ * Brands every effect-vmbus error (see `isVmbusError`).
+ *
  * @since 0.1.0
  * @category symbols
  */
@@ -20,6 +22,8 @@ export const TypeId: unique symbol = Symbol.for("effect-vmbus/VmbusError")
 export type TypeId = typeof TypeId
 
 /**
+ * Tells whether a value is one of effect-vmbus's errors.
+ *
  * @since 0.1.0
  * @category refinements
  */
@@ -555,6 +559,8 @@ export class TransportError extends Schema.TaggedError<TransportError>("effect-v
 }
 
 /**
+ * Every error effect-vmbus fails with.
+ *
  * @since 0.1.0
  * @category models
  */

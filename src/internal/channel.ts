@@ -169,19 +169,33 @@ const requestPacket = (
 export type ChannelState = "Opening" | "Active" | "Paused" | "Closing" | "Closed"
 
 export interface ChannelStats {
+  /** Packets written to the outgoing ring (completions included). */
   readonly packetsSent: number
+  /** Payload bytes written to the outgoing ring. */
   readonly bytesSent: number
+  /** Packets read from the incoming ring (completions included). */
   readonly packetsReceived: number
+  /** Payload bytes read from the incoming ring. */
   readonly bytesReceived: number
+  /** Completions this channel sent for packets it received. */
   readonly completionsSent: number
+  /** Completions received for this channel's requests. */
   readonly completionsReceived: number
+  /** Packets completed with the failure payload because their consumer neither completed nor failed them. */
   readonly autoCompleted: number
+  /** Requests sent and not yet completed. */
   readonly requestsOutstanding: number
+  /** Packets handed to consumers and not yet completed (bounded by the transaction quota). */
   readonly packetsOutstanding: number
+  /** Doorbells rung towards the peer. */
   readonly signalsSent: number
+  /** Doorbells received from the peer. */
   readonly signalsReceived: number
+  /** Times a send waited for room in a full ring. */
   readonly ringFullWaits: number
+  /** Completions whose transaction id matched no pending request (reported on `events`). */
   readonly unknownCompletions: number
+  /** Packets whose `serve` handler failed, died or was interrupted (completed with the failure payload). */
   readonly handlerFailures: number
   /** Packets of an unknown type or with unknown flag bits that were skipped (`unknownPackets: "skip"`). */
   readonly unknownPackets: number
@@ -238,35 +252,84 @@ export interface ChannelEvent {
     | "InvalidExternalData"
     | "HandlerFailed"
     | "UnknownPacket"
+  /** The typed error that describes the problem. */
   readonly error: MalformedPacket | RingCorrupt | HandlerFailedError
 }
 
 export interface Sender {
+  /**
+   * Writes one in-band packet, no completion requested; done once the packet is in the ring. A full ring
+   * waits (FIFO, with the `pending_send_sz` protocol) unless `ifFull: "fail"`.
+   */
   readonly send: (payload: Uint8Array, options?: SendOptions) => Effect.Effect<void, SendError>
 }
 
 export interface OpenedChannel extends Sender {
+  /** `client` (guest, VSC) or `server` (host, VSP). */
   readonly role: "client" | "server"
+  /** The offer's interface type and instance. */
   readonly identity: Transport.OfferIdentity
+  /** The relative channel id the host assigned. */
   readonly childRelid: number
+  /** The validated configuration, defaults filled in. */
   readonly config: ChannelConfig
+  /** The current lifecycle state. */
   readonly state: Effect.Effect<ChannelState>
+  /** Every state change, starting with the current state. */
   readonly stateChanges: Stream.Stream<ChannelState>
   /** Waits until the open period ends and returns why. */
   readonly closed: Effect.Effect<CloseReason>
+  /**
+   * Writes several in-band packets: what fits goes in with one publish and at most one signal; the rest
+   * follows packet by packet.
+   */
   readonly sendBatch: (payloads: ReadonlyArray<Uint8Array>, options?: SendOptions) => Effect.Effect<void, SendError>
+  /** Writes a packet of any kind (in-band, GPA-direct, transfer pages, completion) as it is given. */
   readonly sendPacket: (packet: PacketNs.Packet, options?: SendOptions) => Effect.Effect<void, SendError>
+  /**
+   * Sends a request (completion requested) and waits for the peer's completion; the result is its payload,
+   * zero-padded to 8 bytes as on the wire. A timeout or interruption stops the wait, not the transaction: its
+   * id stays reserved until the completion arrives or the open period ends (then `ChannelClosed`).
+   */
   readonly request: (payload: Uint8Array, options?: RequestOptions) => Effect.Effect<Uint8Array, RequestError>
+  /**
+   * Takes one incoming packet as a scoped resource: completed with the failure payload if its scope closes
+   * before `complete` or `fail`.
+   */
   readonly take: Effect.Effect<IncomingPacketNs.IncomingPacket, ReceiveError, Scope.Scope>
+  /**
+   * The incoming packets as a `Stream`: each packet is the consumer's until it pulls the next one, then it is
+   * auto-completed if still pending.
+   */
   readonly packets: Stream.Stream<IncomingPacketNs.IncomingPacket, ReceiveError>
+  /**
+   * Serves incoming packets with `handler` on a pool of workers (`concurrency`, default: the transaction
+   * quota, at most 64). The handler's result is the completion payload; if it fails, dies or is interrupted
+   * the packet is completed with the failure payload. Runs until the open period ends.
+   */
   readonly serve: <E, R>(
     handler: (packet: IncomingPacketNs.IncomingPacket) => Effect.Effect<Uint8Array | void, E, R | Scope.Scope>,
     options?: { readonly concurrency?: number | undefined }
   ) => Effect.Effect<void, ReceiveError, Exclude<R, Scope.Scope>>
+  /**
+   * Pauses the channel (KMCL `VmbChannelPause`): runs `onSuspend`, waits for packets in consumers' hands (at
+   * most `drainTimeoutMillis`), keeps undelivered packets for `start`, and fails this side's pending requests
+   * with `ChannelClosed`.
+   */
   readonly pause: Effect.Effect<void, InvalidState>
+  /** Resumes a paused channel (KMCL `VmbChannelStart`): runs the start hooks and delivers packets again. */
   readonly start: Effect.Effect<void, InvalidState>
+  /**
+   * Changes the transaction quota: how many incoming packets may be delivered and not yet completed. Beyond
+   * it packets stay in the ring, so the sender sees a full ring.
+   */
   readonly setTransactionQuota: (quota: number) => Effect.Effect<void, InvalidParameter>
+  /** The channel's counters, exact and immediate. */
   readonly stats: Effect.Effect<ChannelStats>
+  /**
+   * Problems reported on the channel, as they happen (unknown or duplicate completions, invalid external
+   * data, failed packets, corruption).
+   */
   readonly events: Stream.Stream<ChannelEvent>
   /** Client: shares guest pages with the host as a GPADL (scoped; torn down on close). */
   readonly createGpadl: (
@@ -294,10 +357,24 @@ export interface OpenedChannel extends Sender {
 }
 
 export interface Hooks<E = never> {
+  /**
+   * Runs first, once the channel is open and before any packet flows (KMCL `EvtVmbChannelOpened`). A failure
+   * rolls the open back.
+   */
   readonly onOpened?: ((channel: { readonly childRelid: number; readonly identity: Transport.OfferIdentity }) => Effect.Effect<void, E>) | undefined
+  /**
+   * Runs next, with `send` only (KMCL `EvtVmbChannelStarted`: the incoming queue is not running, so nothing
+   * here may wait for a reply). A failure rolls the open back.
+   */
   readonly onStarted?: ((sender: Sender) => Effect.Effect<void, E>) | undefined
+  /**
+   * Runs once incoming packets flow, with the whole channel (e.g. for version negotiation). A failure rolls
+   * the open back.
+   */
   readonly onPostStarted?: ((channel: OpenedChannel) => Effect.Effect<void, E>) | undefined
+  /** Runs when the channel pauses or closes, before packets are drained (KMCL `EvtVmbChannelSuspend`). */
   readonly onSuspend?: Effect.Effect<void> | undefined
+  /** Runs last, with the reason the open period ended (KMCL `EvtVmbChannelClosed`). */
   readonly onClosed?: ((reason: CloseReason) => Effect.Effect<void>) | undefined
 }
 

@@ -78,9 +78,13 @@ export type Fault =
   | "ringCorrupted"
 
 export interface FaultLogEntry {
+  /** The transport event (step) the fault was injected at. */
   readonly step: number
+  /** What was injected. */
   readonly fault: Fault
+  /** The channel it hit, when known. */
   readonly childRelid?: number | undefined
+  /** A short description of what exactly happened. */
   readonly detail?: string | undefined
 }
 

@@ -4,13 +4,18 @@ import { InvalidParameter, MalformedPacket, PacketTooLarge, RingCorrupt } from "
 import * as L from "./layout.js"
 
 export interface TransferPageRange {
+  /** Bytes in the range. */
   readonly byteCount: number
+  /** Offset of the range in the transfer page set. */
   readonly byteOffset: number
 }
 
 export interface GpaRange {
+  /** Bytes in the range. */
   readonly byteCount: number
+  /** Offset of the data in the first page (0–4095). */
   readonly byteOffset: number
+  /** Page frame numbers of the range, in order. */
   readonly pfns: ReadonlyArray<number>
 }
 
@@ -21,37 +26,53 @@ export interface GpaRange {
  * it writes is `flags | (completionRequested ? 1 : 0)`.
  */
 interface Flagged {
+  /** The descriptor's flags word when it says more than `completionRequested` (see above). */
   readonly flags?: number | undefined
 }
 
 export interface InBandPacket extends Flagged {
   readonly _tag: "InBand"
+  /** The sender's id for the transaction; 0 when no completion is requested. */
   readonly transactionId: bigint
+  /** Whether the receiver must send a completion. */
   readonly completionRequested: boolean
+  /** The payload (padded to 8 bytes on the wire). */
   readonly payload: Uint8Array
 }
 
 export interface CompletionPacket extends Flagged {
   readonly _tag: "Completion"
+  /** The id of the request this completes. */
   readonly transactionId: bigint
+  /** The completion payload (padded to 8 bytes on the wire). */
   readonly payload: Uint8Array
 }
 
 export interface TransferPagesPacket extends Flagged {
   readonly _tag: "TransferPages"
+  /** The sender's id for the transaction; 0 when no completion is requested. */
   readonly transactionId: bigint
+  /** Whether the receiver must send a completion. */
   readonly completionRequested: boolean
+  /** The transfer page set the ranges refer to. */
   readonly transferPageSetId: number
+  /** The `sender_owns_set` byte of the header. */
   readonly senderOwnsSet: boolean
+  /** The ranges within the transfer page set. */
   readonly ranges: ReadonlyArray<TransferPageRange>
+  /** The in-band payload after the ranges. */
   readonly payload: Uint8Array
 }
 
 export interface GpaDirectPacket extends Flagged {
   readonly _tag: "GpaDirect"
+  /** The sender's id for the transaction; 0 when no completion is requested. */
   readonly transactionId: bigint
+  /** Whether the receiver must send a completion. */
   readonly completionRequested: boolean
+  /** The guest page ranges the receiver may access. */
   readonly ranges: ReadonlyArray<GpaRange>
+  /** The in-band payload after the ranges. */
   readonly payload: Uint8Array
 }
 
@@ -63,10 +84,15 @@ export interface GpaDirectPacket extends Flagged {
  */
 export interface UnknownPacket extends Flagged {
   readonly _tag: "Unknown"
+  /** The wire type (u16), none of those this library interprets. */
   readonly type: number
+  /** The descriptor's transaction id (u64). */
   readonly transactionId: bigint
+  /** Bit 0 of the flags word. */
   readonly completionRequested: boolean
+  /** The bytes between the descriptor and the payload (a multiple of 8). */
   readonly header: Uint8Array
+  /** The bytes from `offset8 * 8` to the end of the packet, zero padding included. */
   readonly payload: Uint8Array
 }
 
