@@ -88,8 +88,8 @@ export type OutgoingRing = internal.OutgoingRing
  * The reader's side of a ring. `read` / `peek` packets with a private cursor, then `commit`: the
  * result says whether to signal the writer. `mask` / `unmask` drive `interrupt_mask`. A packet's
  * payload is a view into a private copy that is never written again once a packet covering it was
- * returned, so it stays valid for as long as it is held (small copies are carved out of shared 8 KiB
- * slabs: a held payload keeps its slab alive).
+ * returned, so it stays valid for as long as it is held (copies are carved out of shared 32 KiB slabs:
+ * a held payload keeps its slab alive; `slice()` what you keep long).
  *
  * @since 0.1.0
  * @category models
