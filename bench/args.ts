@@ -2,7 +2,7 @@
  * The benchmark command line, shared by the launcher (bench/main.ts, which compiles first) and the
  * compiled runner (bench/run.ts).
  */
-export const SUBJECTS = ["ring", "channel", "gpadl", "sharedMemory"] as const
+export const SUBJECTS = ["ring", "channel", "gpadl", "sharedMemory", "uio"] as const
 export type SubjectName = (typeof SUBJECTS)[number]
 
 export interface BenchArgs {
@@ -25,6 +25,8 @@ subjects (default: all, in this order):
   channel       the Effect channel layer over InMemoryTransport; baseline: the raw ring
   gpadl         GPA-direct page ranges vs 4000-byte in-band chunks (baseline)
   sharedMemory  a client in a worker thread over SharedMemoryTransport; baselines: MessagePort
+  uio           UioTransport on the emulated device, host in a child process; baselines: a Unix
+                SOCK_SEQPACKET ping-pong and one message per packet between the same two processes
 
 options:
   --rounds N      rounds per subject; every row runs once per round, rows interleaved (default 5)

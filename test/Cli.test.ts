@@ -92,7 +92,7 @@ describe("command line", () => {
     assertRefused(text, "--heartbeats: '1.5' is not a whole number")
     assertRefused(root, "effect-vmbus: unknown option '--bogus'")
     assertRefused(typo, "unknown option '--hearbeats'; did you mean '--heartbeats'?")
-    assertRefused(command, "unknown command 'frobnicate' (commands: demo, ring)")
+    assertRefused(command, "unknown command 'frobnicate' (commands: demo, ring, devices, doctor)")
   }, TIMEOUT)
 
   it("--help shows every option's default and each command's description, as plain text off a terminal", async () => {

@@ -18,6 +18,7 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Logger from "effect/Logger"
+import { devices, doctor } from "./devices.js"
 import * as Terminal from "./terminal.js"
 
 const PROGRAM = "effect-vmbus"
@@ -62,7 +63,7 @@ const ring = Command.make("ring", {}, () => Effect.flatMap(Effect.promise(() => 
 )
 
 /** The subcommands, in the order `--help` lists them. */
-const commands = [demo, ring] as const
+const commands = [demo, ring, devices, doctor] as const
 
 const root = Command.make(PROGRAM, demoOptions, runDemo).pipe(
   Command.withDescription("Hyper-V VMBus channels as Effect resources. Without a command it runs the demo session (see demo)."),
@@ -72,7 +73,7 @@ const root = Command.make(PROGRAM, demoOptions, runDemo).pipe(
 const grammar: Terminal.Grammar = {
   program: PROGRAM,
   commands: (commands as ReadonlyArray<Command.Command<string, any, any, any>>).flatMap((command) => [...Command.getNames(command)]),
-  valueOptions: [...demoOptionNames, "completions", "log-level"],
+  valueOptions: [...demoOptionNames, "sysfs-root", "dev-root", "device", "completions", "log-level"],
   flags: ["help", "version", "wizard"]
 }
 
