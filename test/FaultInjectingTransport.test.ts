@@ -8,8 +8,8 @@ import * as FaultInjectingTransport from "../src/FaultInjectingTransport.js"
 import * as GuestMemory from "../src/GuestMemory.js"
 import * as InMemoryTransport from "../src/InMemoryTransport.js"
 import * as Transport from "../src/Transport.js"
-import { filled, openPair, openPairInScope, TYPE } from "./utils/channels.js"
-import { assertBytes, assertLeakFree } from "./utils/semantics.js"
+import { filled, INSTANCE, openPair, openPairInScope, TYPE } from "./utils/channels.js"
+import { assertBytes, assertLeakFree, hold } from "./utils/semantics.js"
 
 const faulty = (config: FaultInjectingTransport.FaultConfigInput) =>
   FaultInjectingTransport.layer(config).pipe(Layer.provideMerge(InMemoryTransport.layerConfig({ memoryPages: 4096 })), Layer.orDie)
@@ -227,4 +227,42 @@ describe("FaultInjectingTransport", () => {
       }))
       yield* assertLeakFree()
     }).pipe(Effect.provide(faulty({ seed: 3, signals: { delay: 0.5 }, messages: { delay: 0.5 } }))))
+
+  it.live("regression (sim seed 402248): a killed guest's own close waits for the host to let go before its pins go", () =>
+    Effect.gen(function*() {
+      const control = yield* FaultInjectingTransport.FaultControl
+      const memory = yield* GuestMemory.GuestMemory
+      const bus = yield* InMemoryTransport.Control
+      const serverFiber = yield* Effect.fork(Channel.open({ role: "server", interfaceType: TYPE, interfaceInstance: INSTANCE }))
+      const clientScope = yield* Scope.make()
+      const client = yield* Channel.open({ role: "client", interfaceType: TYPE, interfaceInstance: INSTANCE })
+        .pipe(Scope.extend(clientScope))
+      const server = yield* Fiber.join(serverFiber)
+      const bufferScope = yield* Scope.make()
+      const buffer = yield* memory.allocate(1).pipe(Scope.extend(bufferScope))
+      buffer.bytes.fill(0x11)
+      const request = yield* Effect.fork(Effect.either(client.request(filled(1), { external: [buffer] })))
+      const held = yield* hold(server)
+      yield* Scope.close(bufferScope, Exit.void) // the transaction pins it
+      const view = (yield* held.packet.externalData)[0]!
+      // The host has not processed the dead guest's CLOSECHANNEL yet (a delayed control message).
+      yield* control.holdMessages(["CloseChannel"])
+      const killing = yield* Effect.fork(control.kill("client"))
+      yield* Effect.sleep(5)
+      // The guest's own close of the killed channel (seed 402248: closeClient 1 ms after killClient).
+      const closing = yield* Effect.fork(Scope.close(clientScope, Exit.void))
+      yield* Effect.sleep(20)
+      assert.isNull(closing.unsafePoll(), "the close waits for the host, as the kill's close does")
+      assert.isAtLeast((yield* bus.stats).pinnedBuffers, 1, "the external buffer is still pinned")
+      const reused = yield* memory.allocate(1)
+      reused.bytes.fill(0x55)
+      assert.deepStrictEqual(view.read(0, 8), Either.right(filled(0x11)), "the host still reads the request's own bytes")
+      assert.strictEqual(yield* control.releaseMessages, 1)
+      yield* Fiber.join(closing)
+      assert.isTrue(yield* Fiber.join(killing))
+      assert.isTrue(Either.isLeft(view.read(0, 8)), "the host's view died with the channel")
+      assert.isTrue(reused.bytes.every((b) => b === 0x55), "nothing was written into the new allocation")
+      yield* held.release
+      assert.isTrue(Either.isLeft(yield* Fiber.join(request)))
+    }).pipe(Effect.scoped, Effect.zipRight(assertLeakFree()), Effect.provide(faulty({}))))
 })

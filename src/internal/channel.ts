@@ -1404,7 +1404,7 @@ export class ChannelImpl implements OpenedChannel {
       const busy = (): boolean => {
         if (closing && this.outbox.length > 0) return true
         for (const packet of this.live) {
-          if (packet.state === "pending" && packet.holder !== undefined && packet.holder !== self) return true
+          if (packet.state === "pending" && packet.holder !== undefined && packet.holder !== self && !this.closeJoiners.has(packet.holder)) return true
         }
         return false
       }
@@ -1747,7 +1747,7 @@ export class ChannelImpl implements OpenedChannel {
 
   /** The owner's scope ends only after a close the channel started itself has finished. */
   readonly awaitSelfClose: Effect.Effect<void> = Effect.suspend(() =>
-    this.selfCloseStarted ? Deferred.await(this.selfCloseDone) : Effect.void
+    this.selfCloseStarted ? this.joinClose(Deferred.await(this.selfCloseDone)) : Effect.void
   )
 
   /** The runtime the channel was opened in (its clock, logger, services), for closes started by the peer. */
@@ -1767,9 +1767,25 @@ export class ChannelImpl implements OpenedChannel {
    */
   close(): Effect.Effect<void> {
     return Effect.suspend(() => {
-      if (this.closeStarted) return Deferred.await(this.closeDone)
+      if (this.closeStarted) return this.joinClose(Deferred.await(this.closeDone))
       this.closeStarted = true
       return Effect.ensuring(this.closeOnce(), Deferred.done(this.closeDone, Exit.void))
+    })
+  }
+
+  /**
+   * Fibers waiting for a close already under way (e.g. a handler closing its channel while a peer
+   * close runs): the drain does not wait for what they hold, since they wait for the drain.
+   */
+  private readonly closeJoiners = new Set<Fiber.RuntimeFiber<unknown, unknown>>()
+
+  private joinClose(wait: Effect.Effect<void>): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      const joiner = actingFiber()
+      if (joiner === undefined || this.closeJoiners.has(joiner)) return wait
+      this.closeJoiners.add(joiner)
+      this.outstandingChanged.notifyAll()
+      return Effect.ensuring(wait, Effect.sync(() => this.closeJoiners.delete(joiner)))
     })
   }
 

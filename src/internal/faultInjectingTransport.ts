@@ -2,6 +2,7 @@
 // control messages delayed (in order), withheld or corrupted; readers stalled; a peer rescinded or
 // killed and ring bytes corrupted at a chosen step. Every random decision comes from a seeded
 // generator per fault site, so the n-th decision of a site is the same on every run with that seed.
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
@@ -131,9 +132,37 @@ interface Entry {
   readonly childRelid: number
   client: Wrapped | undefined
   server: Wrapped | undefined
-  clientScope: Scope.CloseableScope | undefined
-  offerScope: Scope.CloseableScope | undefined
+  clientScope: JoinableScope | undefined
+  offerScope: JoinableScope | undefined
 }
+
+/** A transport scope that a fault (kill, rescind) may close before its owner does. */
+interface JoinableScope {
+  readonly scope: Scope.CloseableScope
+  /** Closes the scope, or waits for the close already under way. */
+  readonly close: Effect.Effect<void>
+}
+
+/**
+ * Forks `parent`. Effect's `Scope.close` returns at once when another fiber is already closing the
+ * scope; had a fault closed it, the owner's close would go on (a guest unpinning its buffers) while
+ * the fault's close still waits for the host to let go of the channel. So every close joins the one
+ * under way — as a real guest's close after a crash could only complete after the host's.
+ */
+const joinableScope = (parent: Scope.Scope): Effect.Effect<JoinableScope> =>
+  Effect.gen(function*() {
+    const scope = yield* Scope.fork(parent, ExecutionStrategy.sequential)
+    const done = yield* Deferred.make<void>()
+    let started = false
+    const close: Effect.Effect<void> = Effect.suspend(() => {
+      if (started) return Deferred.await(done)
+      started = true
+      return Effect.uninterruptible(Effect.ensuring(Scope.close(scope, Exit.void), Deferred.done(done, Exit.void)))
+    })
+    // Added after the fork, so it runs before the fork's own close of the scope.
+    yield* Scope.addFinalizer(parent, close)
+    return { scope, close }
+  })
 
 const LOG_LIMIT = 2000
 
@@ -395,14 +424,14 @@ export class Injector {
 
   offer(inner: Transport.TransportShape, identity: Transport.OfferIdentity) {
     return Effect.gen(this, function*() {
-      const parent = yield* Effect.scope
-      const scope = yield* Scope.fork(parent, ExecutionStrategy.sequential)
+      const joinable = yield* joinableScope(yield* Effect.scope)
+      const scope = joinable.scope
       const offer = yield* inner.offer(identity).pipe(
         Scope.extend(scope),
-        Effect.onError(() => Scope.close(scope, Exit.void))
+        Effect.onError(() => joinable.close)
       )
       const entry = this.entry(offer.childRelid)
-      entry.offerScope = scope
+      entry.offerScope = joinable
       yield* Scope.addFinalizer(scope, Effect.sync(() => {
         if (entry.server !== undefined) entry.server.dead = true
         entry.server = undefined
@@ -420,13 +449,13 @@ export class Injector {
 
   open<E>(open: Effect.Effect<Transport.Endpoint, E, Scope.Scope>) {
     return Effect.gen(this, function*() {
-      const parent = yield* Effect.scope
-      const scope = yield* Scope.fork(parent, ExecutionStrategy.sequential)
-      const inner = yield* open.pipe(Scope.extend(scope), Effect.onError(() => Scope.close(scope, Exit.void)))
+      const joinable = yield* joinableScope(yield* Effect.scope)
+      const scope = joinable.scope
+      const inner = yield* open.pipe(Scope.extend(scope), Effect.onError(() => joinable.close))
       const entry = this.entry(inner.childRelid)
       const wrapped = this.wrap(inner)
       entry.client = wrapped
-      entry.clientScope = scope
+      entry.clientScope = joinable
       yield* Scope.addFinalizer(scope, Effect.sync(() => {
         wrapped.dead = true
         if (entry.client === wrapped) {
@@ -448,7 +477,7 @@ export class Injector {
       const scope = entry?.offerScope
       if (entry === undefined || scope === undefined) return Effect.succeed(false)
       this.record("rescind", entry.childRelid)
-      return Effect.as(Scope.close(scope, Exit.void), true)
+      return Effect.as(scope.close, true)
     })
   }
 
@@ -466,7 +495,7 @@ export class Injector {
       this.record(side === "client" ? "killClient" : "killServer", entry.childRelid)
       wrapped.peerClose("PeerClose")
       wrapped.dead = true
-      return Effect.as(Scope.close(scope, Exit.void), true)
+      return Effect.as(scope.close, true)
     })
   }
 
