@@ -130,6 +130,17 @@ export interface Endpoint {
       options?: { readonly write?: boolean | undefined }
     ) => Effect.Effect<GpadlView, GpadlUnavailable | GpadlAlreadyMapped | GpadlWriteMapOfReadOnly, Scope.Scope>)
     | undefined
+  /**
+   * True when the channel must keep its incoming ring masked and never ask for space
+   * (`pending_send_sz`): the transport signals it periodically instead (uio sub-channels on kernels
+   * where their interrupts are unsafe). Default false.
+   */
+  readonly polled?: boolean | undefined
+  /**
+   * False when GPA-direct packets cannot be sent (no guest physical addresses, e.g. user space under
+   * uio): requests with external data fail with `Unsupported{ externalData }`. Default true.
+   */
+  readonly gpaDirect?: boolean | undefined
 }
 
 /**

@@ -519,6 +519,80 @@ export class TransportError extends Schema.TaggedError<TransportError>("effect-v
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Native devices (uio_hv_generic)
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * No VMBus device with this instance GUID under the sysfs root (never offered, rescinded, or a typo).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class DeviceNotFound extends Schema.TaggedError<DeviceNotFound>("effect-vmbus/DeviceNotFound")("DeviceNotFound", {
+  device: Schema.String,
+  path: Schema.String,
+  detail: optionalString
+}) {
+  readonly [TypeId]: TypeId = TypeId
+  override get message(): string {
+    return `no VMBus device ${this.device} (${this.path})${this.detail ? `: ${this.detail}` : ""}`
+  }
+}
+
+/**
+ * The device exists but is not bound to `uio_hv_generic` (`driver` names another driver, or none).
+ * `fix` says how to bind it.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class DeviceNotBound extends Schema.TaggedError<DeviceNotBound>("effect-vmbus/DeviceNotBound")("DeviceNotBound", {
+  device: Schema.String,
+  driver: optionalString,
+  fix: Schema.String
+}) {
+  readonly [TypeId]: TypeId = TypeId
+  override get message(): string {
+    return `VMBus device ${this.device} is ${
+      this.driver === undefined ? "not bound to any driver" : `bound to ${this.driver}`
+    }, not uio_hv_generic; ${this.fix}`
+  }
+}
+
+/**
+ * A sysfs attribute the native transport needs is missing, unreadable or not in the kernel's format.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class SysfsInvalid extends Schema.TaggedError<SysfsInvalid>("effect-vmbus/SysfsInvalid")("SysfsInvalid", {
+  path: Schema.String,
+  reason: Schema.String,
+  value: optionalString
+}) {
+  readonly [TypeId]: TypeId = TypeId
+  override get message(): string {
+    return `sysfs ${this.path}: ${this.reason}${this.value === undefined ? "" : ` (read ${JSON.stringify(this.value)})`}`
+  }
+}
+
+/**
+ * A memory map of the uio device (or a channel's `ring` file) has the wrong name or size.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class DeviceMapInvalid extends Schema.TaggedError<DeviceMapInvalid>("effect-vmbus/DeviceMapInvalid")(
+  "DeviceMapInvalid",
+  { map: Schema.String, reason: Schema.String, size: optionalNumber }
+) {
+  readonly [TypeId]: TypeId = TypeId
+  override get message(): string {
+    return `device map ${this.map}: ${this.reason}${this.size === undefined ? "" : ` (size ${this.size})`}`
+  }
+}
+
 /**
  * @since 0.1.0
  * @category models
@@ -550,3 +624,7 @@ export type VmbusError =
   | ProtocolError
   | NegotiationFailed
   | TransportError
+  | DeviceNotFound
+  | DeviceNotBound
+  | SysfsInvalid
+  | DeviceMapInvalid

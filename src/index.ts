@@ -111,6 +111,13 @@ export * as SharedMemoryTransport from "./SharedMemoryTransport.js"
 export * as Transport from "./Transport.js"
 
 /**
+ * The native transport: real VMBus channels through Linux `uio_hv_generic`.
+ *
+ * @since 0.1.0
+ */
+export * as UioTransport from "./UioTransport.js"
+
+/**
  * Typed errors.
  *
  * @since 0.1.0

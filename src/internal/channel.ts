@@ -165,7 +165,7 @@ export interface RequestOptions extends SendOptions {
 }
 
 export type SendError = ChannelClosed | InvalidState | PacketTooLarge | RingFull | RingCorrupt | InvalidParameter
-export type RequestError = SendError | Cancelled | TooManyTransactions
+export type RequestError = SendError | Cancelled | TooManyTransactions | Unsupported
 export type ReceiveError = ChannelClosed | RingCorrupt | MalformedPacket
 
 /** A reported, non-fatal problem on a channel (unknown completion, …) or the fatal one that ended it. */
@@ -470,13 +470,20 @@ export class ChannelImpl implements OpenedChannel {
         this.release(packet)
         continue
       }
-      const fits = this.out.requestSpace(P.ringSize(completion))
+      const fits = this.askForSpace(P.ringSize(completion))
       if (fits === true) continue
       if (typeof fits !== "boolean") this.failCorrupt(fits)
       break
     }
     this.outboxChanged.notifyAll()
     this.maybeClearSpaceRequest()
+  }
+
+  /** `requestSpace`, except on a polled endpoint: no host signal is wanted there, the next poll re-checks. */
+  private askForSpace(size: number): boolean | RingCorrupt {
+    if (this.endpoint.polled !== true) return this.out.requestSpace(size)
+    const free = this.out.freeBytes()
+    return typeof free === "number" ? free > size : free
   }
 
   /** pending_send_sz is withdrawn only when no writer and no queued completion still needs space. */
@@ -594,7 +601,7 @@ export class ChannelImpl implements OpenedChannel {
       const outcome = this.tryWrite(packet, written)
       if (outcome !== "full") return outcome
       const seen = this.spaceChanged.current
-      const fits = this.out.requestSpace(size)
+      const fits = this.askForSpace(size)
       if (typeof fits !== "boolean") {
         this.failCorrupt(fits)
         return Effect.fail(fits)
@@ -702,6 +709,9 @@ export class ChannelImpl implements OpenedChannel {
           ? { _tag: "InBand", transactionId, completionRequested: true, payload }
           : { _tag: "GpaDirect", transactionId, completionRequested: true, ranges, payload }
         if (packet._tag === "GpaDirect") {
+          if (this.endpoint.gpaDirect === false) {
+            return Effect.fail(new Unsupported({ capability: "externalData", reason: "the transport cannot name guest physical pages" }))
+          }
           const invalid = P.validateOutgoing(packet)
           if (invalid !== undefined) return Effect.fail(invalid)
           const memory = this.endpoint.memory
@@ -844,7 +854,7 @@ export class ChannelImpl implements OpenedChannel {
           flush0
         )
         if (status === "more") return Effect.zipRight(flush, Effect.zipRight(Effect.yieldNow(), Effect.suspend(step)))
-        if (status === "idle") {
+        if (status === "idle" && this.endpoint.polled !== true) {
           const more = this.in.unmask()
           if (typeof more !== "boolean") {
             this.failCorrupt(more)
@@ -1469,12 +1479,13 @@ export const open = <E = never>(
 ): Effect.Effect<OpenedChannel, E | OpenError, Scope.Scope | Transport.Transport> =>
   Effect.gen(function*() {
     const config = yield* decodeConfig(input)
-    if (config.role === "client") {
+    const transport = yield* Transport.Transport
+    // A transport that chooses ring sizes itself is checked against the rings it gives (below).
+    if (config.role === "client" && transport.capabilities.ringGeometry) {
       const problem = ringFits(config, config.outgoingRingPages, "outgoingRingPages") ??
         ringFits(config, config.incomingRingPages, "incomingRingPages")
       if (problem !== undefined) return yield* problem
     }
-    const transport = yield* Transport.Transport
     const outer = yield* Effect.scope
     // Everything of this open period lives in its own scope, closed at once if the open fails.
     const scope = yield* Scope.fork(outer, ExecutionStrategy.sequential)
@@ -1523,7 +1534,7 @@ const openIn = <E>(
     if (!(incoming instanceof Ring.IncomingRing)) {
       return yield* (incoming._tag === "RingCorrupt" ? incoming : Effect.fail(incoming))
     }
-    if (config.role === "server") {
+    if (config.role === "server" || !transport.capabilities.ringGeometry) {
       const problem = ringFits(config, out.dataSize / L.PAGE_SIZE + 1, "maxPacketSize")
       if (problem !== undefined) return yield* problem
     }
