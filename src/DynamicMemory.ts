@@ -23,6 +23,7 @@
  */
 import type * as Effect from "effect/Effect"
 import type * as Layer from "effect/Layer"
+import * as LayerNs from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import type * as Channel from "./Channel.js"
 import type * as GuestMemory from "./GuestMemory.js"
@@ -30,8 +31,10 @@ import * as guestInternal from "./internal/dynamicMemoryGuest.js"
 import * as hostInternal from "./internal/dynamicMemoryHost.js"
 import * as M from "./internal/dynamicMemoryMessages.js"
 import * as pagesInternal from "./internal/dynamicMemoryPages.js"
+import * as processInternal from "./internal/dynamicMemoryProcessPages.js"
 import * as statusInternal from "./internal/dynamicMemoryStatus.js"
 import type * as Transport from "./Transport.js"
+import type { Unsupported } from "./VmbusError.js"
 
 /**
  * Class GUID of the Dynamic Memory device (`HV_DM_GUID`).
@@ -238,6 +241,21 @@ export const fromGuestMemory: (
   memory: GuestMemory.GuestMemoryShape,
   options?: { readonly chunkPages?: number | undefined }
 ) => BalloonPagesShape = pagesInternal.fromGuestMemory
+
+/**
+ * Pages of this process, for a user-space guest driver on Linux (over `UioTransport`): anonymous
+ * mappings faulted in, `mlock`ed, kept out of transparent huge pages and never touched, reported by
+ * the guest-physical frame numbers /proc/self/pagemap gives (root only); given back with `munmap`.
+ * The kernel still counts them as this process's memory, and compaction may migrate locked pages
+ * unless `vm.compact_unevictable_allowed` is 0. Fails with `Unsupported` off Linux, without the
+ * optional `koffi`, or when PFNs are hidden or `mlock` is refused.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerProcessPages = (
+  options?: { readonly chunkPages?: number | undefined }
+): Layer.Layer<BalloonPages, Unsupported> => LayerNs.scoped(pagesInternal.BalloonPages, processInternal.makeProcessPages(options))
 
 /**
  * @since 0.1.0
