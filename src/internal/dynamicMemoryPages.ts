@@ -51,21 +51,20 @@ export const pageTracker = (pfns: ReadonlyArray<number>, onEmpty: Effect.Effect<
   return {
     held: () => held.size,
     heldPfns: () => [...held],
-    release: (range: PageRange): Effect.Effect<number> =>
+    /** Gives back the held pages inside `range`; returns the PFNs that were given back. */
+    releasePfns: (range: PageRange): Effect.Effect<ReadonlyArray<number>> =>
       Effect.suspend(() => {
-        let n = 0
+        const released: Array<number> = []
         // Iterate the smaller side: a host range can be huge, a reservation is at most one chunk.
         if (range.pageCount > held.size) {
-          for (const pfn of [...held]) {
-            if (pfn >= range.startPage && pfn < range.startPage + range.pageCount) {
-              held.delete(pfn)
-              n++
-            }
+          for (const pfn of held) {
+            if (pfn >= range.startPage && pfn < range.startPage + range.pageCount) released.push(pfn)
           }
+          for (const pfn of released) held.delete(pfn)
         } else {
-          for (let pfn = range.startPage; pfn < range.startPage + range.pageCount; pfn++) if (held.delete(pfn)) n++
+          for (let pfn = range.startPage; pfn < range.startPage + range.pageCount; pfn++) if (held.delete(pfn)) released.push(pfn)
         }
-        return held.size === 0 && n > 0 ? Effect.as(finish, n) : Effect.succeed(n)
+        return held.size === 0 && released.length > 0 ? Effect.as(finish, released) : Effect.succeed(released)
       }),
     releaseAll: finish
   }
@@ -93,13 +92,16 @@ export const fromGuestMemory = (
       const buffer = result.value
       heldTotal += pages
       const tracker = pageTracker(buffer.pfns, Scope.close(scope, Exit.void))
-      const counted = (effect: Effect.Effect<number>) => Effect.tap(effect, (n) => Effect.sync(() => void (heldTotal -= n)))
       return {
         ranges: [{ startPage: buffer.firstPfn, pageCount: pages }],
         pages,
         held: tracker.held,
         heldPfns: tracker.heldPfns,
-        release: (range) => counted(tracker.release(range)),
+        release: (range) =>
+          Effect.map(tracker.releasePfns(range), (released) => {
+            heldTotal -= released.length
+            return released.length
+          }),
         releaseAll: Effect.suspend(() => {
           heldTotal -= tracker.held()
           return tracker.releaseAll

@@ -128,13 +128,22 @@ export const makeProcessPages = (
         const { address, pfns } = mapped
         const addressOf = new Map<number, bigint>()
         pfns.forEach((pfn, i) => addressOf.set(pfn, address + BigInt(i * PAGE)))
+        // munmap in runs of consecutive addresses: one call per run, not per page.
         const unmap = (pfnList: ReadonlyArray<number>) => {
+          const addresses: Array<bigint> = []
           for (const pfn of pfnList) {
             const at = addressOf.get(pfn)
             if (at !== undefined) {
               addressOf.delete(pfn)
-              libc.munmap(at, PAGE)
+              addresses.push(at)
             }
+          }
+          addresses.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
+          for (let i = 0; i < addresses.length;) {
+            let j = i + 1
+            while (j < addresses.length && addresses[j] === addresses[j - 1]! + BigInt(PAGE)) j++
+            libc.munmap(addresses[i]!, (j - i) * PAGE)
+            i = j
           }
         }
         const tracker = pageTracker(pfns, Effect.sync(() => unmap([...addressOf.keys()])))
@@ -145,16 +154,11 @@ export const makeProcessPages = (
           held: tracker.held,
           heldPfns: tracker.heldPfns,
           release: (range) =>
-            Effect.flatMap(
-              Effect.sync(() => new Set(tracker.heldPfns())),
-              (before) =>
-                Effect.map(tracker.release(range), (count) => {
-                  const now = new Set(tracker.heldPfns())
-                  unmap([...before].filter((pfn) => !now.has(pfn)))
-                  heldTotal -= count
-                  return count
-                })
-            ),
+            Effect.map(tracker.releasePfns(range), (released) => {
+              unmap(released)
+              heldTotal -= released.length
+              return released.length
+            }),
           releaseAll: Effect.suspend(() => {
             heldTotal -= tracker.held()
             return tracker.releaseAll

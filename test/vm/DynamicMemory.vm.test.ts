@@ -86,28 +86,31 @@ describe.skipIf(skipReason !== undefined)(`Dynamic Memory against QEMU hv-balloo
 
   it("the guest ran every case", () => {
     expect(report["fatal"]).toBeUndefined()
-    expect(report.cases.map((c) => c.case)).toEqual(["balloon", "close-holding", "reset"])
+    expect(report.cases.map((c) => c.case)).toEqual(["status", "balloon", "reset"])
     for (const c of report.cases) expect(c.error).toBeUndefined()
     expect(report["kernel"]).toMatch(/^6\.1[2-9]|^[7-9]\./)
   })
 
   it("negotiates with QEMU, falling back from a version QEMU refuses to WIN10", () => {
-    const c = caseOf("balloon")
+    const c = caseOf("status")
     expect(c["versionsRejected"]).toEqual([DM.makeVersion(3, 0)])
     expect(c["version"]).toBe(DM.VERSION_WIN10)
     // QEMU's own trace: the refused 3.0 request, then 2.0, then the capabilities.
     const versions = [...trace.matchAll(/incoming proto version (\d+\.\d+)/g)].map((m) => m[1])
     expect(versions.slice(0, 2)).toEqual(["3.0", "2.0"])
     expect(trace).toMatch(/hv_balloon_incoming_caps/)
-    expect(caseOf("close-holding")["version"]).toBe(DM.VERSION_WIN10)
+    expect(caseOf("balloon")["version"]).toBe(DM.VERSION_WIN10)
     expect(caseOf("reset")["version"]).toBe(DM.VERSION_WIN10)
   })
 
   it("sends status reports that QEMU publishes (status-report=on)", () => {
-    const c = caseOf("balloon")
+    const c = caseOf("status")
     expect(c["suppressPressureReports"]).toBe(false)
-    expect(c["stats"].statusReports).toBeGreaterThan(10) // one a second, for more than 50 s
-    expect(qmpStatus.length).toBeGreaterThan(10)
+    expect(c["stats"].statusReports).toBeGreaterThanOrEqual(5) // one a second, for 8 s
+    // QEMU saw them: one QMP event per report (this case is the only one that reports).
+    // (the last one may still be in the ring when the channel closes).
+    expect(qmpStatus.length).toBeGreaterThanOrEqual(c["stats"].statusReports - 1)
+    expect(qmpStatus.length).toBeLessThanOrEqual(c["stats"].statusReports)
     for (const s of qmpStatus) {
       expect(s.available).toBeGreaterThan(0)
       expect(s.committed).toBeGreaterThan(0)
@@ -117,28 +120,31 @@ describe.skipIf(skipReason !== undefined)(`Dynamic Memory against QEMU hv-balloo
 
   it("answers QEMU's balloon request with pages it set aside, and QEMU's monitor sees the guest shrink", () => {
     const c = caseOf("balloon")
-    // 512 MiB → 448 MiB: 64 MiB = 16384 pages of 4 KiB.
-    expect(c["balloon"].requested).toBe(16384)
-    expect(c["balloon"].pages).toBe(16384)
-    expect(c["lockedKb"].ballooned - c["lockedKb"].before).toBe(16384 * 4)
-    expect(actuals()[0]).toBe(448)
+    // 512 MiB → 496 MiB: 16 MiB = 4096 pages of 4 KiB.
+    expect(c["balloon"].requested).toBe(4096)
+    expect(c["balloon"].pages).toBe(4096)
+    expect(c["lockedKb"].ballooned - c["lockedKb"].before).toBe(4096 * 4)
+    expect(actuals()[0]).toBe(496)
     expect(trace).toMatch(/hv_balloon_incoming_balloon/)
   })
 
   it("gives every page back on QEMU's unballoon request, and QEMU's monitor sees the guest grow", () => {
     const c = caseOf("balloon")
-    expect(c["unballoon"].pages).toBe(16384)
+    expect(c["unballoon"].pages).toBe(4096)
     expect(c["unballoon"].unknownPages).toBe(0)
-    expect(c["stats"].pagesHeld).toBe(0)
+    expect(c["unballoon"].pagesHeldAfter).toBe(0)
+    // QEMU sends one range per unballoon request (hv_balloon_unballoon_posting).
+    expect(c["unballoon"].messages).toBe((trace.match(/hv_balloon_outgoing_unballoon/g) ?? []).length)
+    expect(c["lockedKb"].afterUnballoon).toBe(c["lockedKb"].before)
     expect(actuals()[1]).toBe(512)
   })
 
   it("closing while QEMU holds pages releases all of them in the guest; a reconnect resets QEMU", () => {
-    const c = caseOf("close-holding")
-    expect(c["pages"]).toBe(8192) // 512 → 480 MiB
-    expect(c["lockedKb"] - c["lockedKbBefore"]).toBe(8192 * 4)
-    expect(c["lockedKbAfterClose"]).toBe(c["lockedKbBefore"])
-    expect(actuals()[2]).toBe(480)
+    const c = caseOf("balloon")
+    expect(c["again"].pages).toBe(2048) // 512 → 504 MiB
+    expect(c["again"].lockedKb - c["lockedKb"].before).toBe(2048 * 4)
+    expect(actuals()[2]).toBe(504)
+    expect(c["lockedKbAfterClose"]).toBe(c["lockedKb"].before)
     // hv-balloon forgets the pages when the VMBus connection is reset (the next case's reconnect).
     expect(actuals()[3]).toBe(512)
   })

@@ -6,7 +6,7 @@ mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 while read m; do insmod "$m" 2>/dev/null; done < /modules.order
 arg() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
 JOB=$(arg dmjob); ENV=$(arg dmenv)
-if mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 host /host; then
+if mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose host /host; then
   . "/host$ENV"
   mount --bind /dev /host/dev; mount -t proc proc /host/proc; mount -t sysfs sys /host/sys; mount -t tmpfs run /host/run
   mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 out "/host$OUT" || echo "@@L1 out mount failed"

@@ -7,7 +7,7 @@ mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 while read m; do insmod "$m" 2>/dev/null; done < /modules.order
 arg() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
 echo "@@L2 up: $(uname -r)"
-if mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 host /host; then
+if mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose host /host; then
   mount --bind /dev /host/dev; mount -t proc proc /host/proc; mount -t sysfs sys /host/sys; mount -t tmpfs run /host/run
   mkdir -p /host/run/dm-vm && cp /lib/modules/hv_vmbus.ko /lib/modules/uio_hv_generic.ko /host/run/dm-vm/
   t0=$(date +%s)

@@ -27,7 +27,7 @@ $QEMU -M q35 -enable-kvm -cpu host,$HV,kvm=off -m 512 -smp 1 -display none -seri
   -append "console=ttyS0 quiet panic=-1 dmnode=$NODE dmguest=$GUEST" < /dev/null 2>&1 |
 while IFS= read -r line; do
   line=${line%$'\r'}
-  printf '%s\n' "$line" >> "$OUT/l2-console.log"
+  printf '[%4d s] %s\n' "$(( $(date +%s) - t0 ))" "$line" >> "$OUT/l2-console.log"
   case $line in
     *@@HMP\ *) cmd=${line#*@@HMP }; printf '### %s\n' "$cmd" >> "$OUT/hmp.log"; printf '%s\n' "$cmd" >&7 ;;
     *@@QMP\ *) printf '%s\n' "${line#*@@QMP }" >&5 ;;
