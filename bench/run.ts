@@ -3,7 +3,7 @@
 // `async function run(): Promise<void>`.
 import { existsSync } from "node:fs"
 
-const MODULES = ["ring", "channel", "gpadl", "sharedMemory"] as const
+const MODULES = ["ring", "channel", "gpadl", "sharedMemory", "uio"] as const
 
 interface BenchModule {
   readonly run: () => Promise<void>

@@ -3,41 +3,11 @@
 // kernel's uio_hv_generic — runs in a CHILD PROCESS. Live clock throughout (real processes).
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Layer, Scope } from "effect"
-import * as Channel from "../src/Channel.js"
 import * as Transport from "../src/Transport.js"
-import * as UioTransport from "../src/UioTransport.js"
 import { liveMappings } from "../src/internal/uio/mapping.js"
-import type { Emulator, EmulatorOptions } from "./utils/uio/emulator.js"
-import { guestLayer, spawnEmulator } from "./utils/uio/emulator.js"
+import { bytes, eventually, guestLayer, openClient, setup } from "./utils/uio/emulator.js"
 
-const bytes = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i * 7 + seed) & 0xff)
-
-/** Polls `check` (5 ms steps) until it holds, or dies after `millis`. */
-const eventually = <E, R>(check: Effect.Effect<boolean, E, R>, label: string, millis = 5000) => {
-  const loop = (left: number): Effect.Effect<void, E, R> =>
-    Effect.flatMap(check, (ok) => {
-      if (ok) return Effect.void
-      if (left <= 0) return Effect.dieMessage(`condition never held: ${label}`)
-      return Effect.zipRight(Effect.sleep("5 millis"), loop(left - 5))
-    })
-  return loop(millis)
-}
-
-/** The emulator in a child process, and the guest's transport + device built over it in `scope`. */
-const setup = (options: EmulatorOptions, transportOptions: Partial<UioTransport.Options> = {}) =>
-  Effect.gen(function*() {
-    const emulator = yield* spawnEmulator(options)
-    const context = yield* Layer.build(guestLayer(emulator, transportOptions))
-    const transport = Effect.provide(Transport.Transport, context)
-    const device = yield* Effect.provide(UioTransport.UioDevice, context)
-    const withGuest = <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.provide(self, context)
-    return { emulator, device, transport, withGuest }
-  })
-
-const openClient = (emulator: Emulator) =>
-  Channel.open({ role: "client", interfaceType: emulator.classId, maxPacketSize: 64 * 1024 })
-
-describe("UioTransport over the emulated device (host in a child process)", () => {
+describe.sequential("UioTransport over the emulated device (host in a child process)", () => {
   for (const mode of ["not monitored", "monitored"] as const) {
     it.scopedLive(`open, request/response both ways, signals as the ring rules say (${mode})`, () =>
       Effect.gen(function*() {
@@ -85,4 +55,102 @@ describe("UioTransport over the emulated device (host in a child process)", () =
         yield* eventually(Effect.map(emulator.stats, (s) => s.connections === 0 && s.state === "2"), "host saw the close")
       }))
   }
+})
+
+/** A Transport that delegates to the one in `context` and remembers the endpoints it handed out. */
+const recording = (transport: Transport.TransportShape) => {
+  const endpoints: Array<Transport.Endpoint> = []
+  const shape: Transport.TransportShape = {
+    ...transport,
+    open: (request) => Effect.tap(transport.open(request), (endpoint) => Effect.sync(() => endpoints.push(endpoint)))
+  }
+  return { endpoints, shape }
+}
+
+/** The host's scribble (0xff) is not visible: the views see the private overlay (zeros, or the guest's own stale stores). */
+const unseen = (view: Uint8Array) => !view.includes(0xff)
+
+describe.sequential("UioTransport: rescind, host death, re-open", () => {
+  it.scopedLive("rescind mid-transfer: requests fail Rescinded, mappings revoked first, pages reused by the host never seen", () =>
+    Effect.gen(function*() {
+      const { device, emulator, transport } = yield* setup({ profile: "6.16" })
+      const rec = recording(yield* transport)
+      const scope = yield* Scope.make()
+      const channel = yield* openClient(emulator).pipe(Effect.provideService(Transport.Transport, rec.shape), Scope.extend(scope))
+      const endpoint = rec.endpoints[0]!
+      // A stream of requests in flight while the host rescinds.
+      const traffic = yield* Effect.fork(Effect.forever(channel.request(bytes(512, 1))).pipe(Effect.flip))
+      yield* Effect.sleep("30 millis")
+      yield* emulator.command({ op: "rescind" })
+      const error = yield* traffic.await.pipe(Effect.flatMap((exit) => exit))
+      assert.strictEqual(error._tag, "ChannelClosed")
+      if (error._tag === "ChannelClosed") assert.strictEqual(error.reason, "Rescinded")
+      assert.strictEqual(yield* channel.closed, "Rescinded")
+      const stats = yield* device.stats
+      assert.deepStrictEqual({ open: stats.open, mappings: stats.mappings, rescinded: stats.rescinded }, {
+        open: false,
+        mappings: 0,
+        rescinded: true
+      })
+      // The "kernel" reuses the pages: the guest's views are private pages now, never the new content.
+      yield* emulator.command({ op: "scribble" })
+      assert.isTrue(unseen(endpoint.outgoing) && unseen(endpoint.incoming))
+      yield* Scope.close(scope, Exit.void)
+      const reopen = yield* Effect.flip(Effect.scoped(openClient(emulator).pipe(Effect.provideService(Transport.Transport, rec.shape))))
+      assert.strictEqual(reopen._tag, "ChannelClosed")
+    }))
+
+  it.scopedLive("the host process dies: the channel closes Rescinded, every scope releases", () =>
+    Effect.gen(function*() {
+      const { device, emulator, withGuest } = yield* setup({ profile: "6.18" })
+      const scope = yield* Scope.make()
+      const channel = yield* withGuest(openClient(emulator)).pipe(Scope.extend(scope))
+      yield* channel.request(bytes(64, 2))
+      const pending = yield* Effect.fork(Effect.forever(channel.request(bytes(64, 3))).pipe(Effect.flip))
+      yield* emulator.kill
+      const error = yield* Effect.flatten(pending.await)
+      assert.strictEqual(error._tag, "ChannelClosed")
+      assert.strictEqual(yield* channel.closed, "Rescinded")
+      yield* Scope.close(scope, Exit.void)
+      const stats = yield* device.stats
+      assert.deepStrictEqual([stats.open, stats.endpoints, stats.mappings], [false, 0, 0])
+    }))
+
+  it.scopedLive("close and re-open: the kernel resets the rings, traffic resumes; a second user is Busy", () =>
+    Effect.gen(function*() {
+      const { device, emulator, withGuest } = yield* setup({ profile: "6.10" })
+      for (let round = 0; round < 2; round++) {
+        yield* Effect.scoped(Effect.gen(function*() {
+          const channel = yield* withGuest(openClient(emulator))
+          for (let i = 0; i < 5; i++) yield* channel.request(bytes(32, i))
+          // Another transport on the same device while this one holds it.
+          const other = yield* Effect.flip(Effect.scoped(Effect.gen(function*() {
+            const context = yield* Layer.build(guestLayer(emulator))
+            return yield* openClient(emulator).pipe(Effect.provide(context))
+          })))
+          assert.strictEqual(other._tag, "TransportError")
+          if (other._tag === "TransportError") assert.strictEqual(other.reason, "Busy")
+        }))
+        yield* eventually(Effect.map(emulator.stats, (s) => s.connections === 0), "closed")
+      }
+      assert.strictEqual((yield* emulator.stats).opens, 2)
+      assert.strictEqual((yield* device.stats).mappings, 0)
+    }))
+
+  it.scopedLive("the host refuses the open: OpenRejected, nothing left open", () =>
+    Effect.gen(function*() {
+      const { device, emulator, withGuest } = yield* setup({ profile: "6.18", refuseOpen: true })
+      const error = yield* Effect.flip(Effect.scoped(withGuest(openClient(emulator))))
+      assert.strictEqual(error._tag, "OpenRejected")
+      assert.deepStrictEqual([(yield* device.stats).open, (yield* device.stats).mappings], [false, 0])
+    }))
+
+  it.scopedLive("a ring corrupted by the host process: the channel closes Corrupt", () =>
+    Effect.gen(function*() {
+      const { emulator, withGuest } = yield* setup({ profile: "6.18" })
+      const channel = yield* withGuest(openClient(emulator))
+      yield* channel.request(bytes(16, 1))
+      yield* emulator.command({ op: "corrupt" })
+      assert.strictEqual(yield* channel.closed, "Corrupt")
+    }))
 })

@@ -18,6 +18,7 @@ import * as InMemoryTransport from "../InMemoryTransport.js"
 import * as IntegrationServices from "../IntegrationServices.js"
 import * as Packet from "../Packet.js"
 import * as Ring from "../Ring.js"
+import { devices, doctor } from "./devices.js"
 
 const hex = (bytes: Uint8Array): string =>
   Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join(" ").replace(/(.{23}) /g, "$1  ")
@@ -214,7 +215,7 @@ const ring = Command.make("ring", {}, () => ringDemo).pipe(
 
 const root = Command.make("effect-vmbus", { heartbeats, interval, samples }, (o) =>
   session({ heartbeats: o.heartbeats, intervalMillis: o.interval, samples: o.samples })).pipe(
-    Command.withSubcommands([demo, ring])
+    Command.withSubcommands([demo, ring, devices, doctor])
   )
 
 const cli = Command.run(root, { name: "effect-vmbus", version: "0.1.0" })

@@ -56,6 +56,10 @@ export interface Native {
   readonly read4: (fd: number, out: Int32Array) => number
   /** One 4-byte write of `value`: 4 or -errno. */
   readonly write4: (fd: number, value: number) => number
+  /** `read(fd, buffer, length)`: bytes read or -errno. */
+  readonly readInto: (fd: number, buffer: Uint8Array) => number
+  /** `write(fd, buffer, length)`: bytes written or -errno. */
+  readonly writeFrom: (fd: number, buffer: Uint8Array) => number
   readonly mmap: (fd: number, length: number, offset: number) => bigint | number
   /** Replaces a mapping in place by private anonymous zero pages (the device pages are dropped at once). */
   readonly overlay: (address: bigint, length: number) => number
@@ -104,6 +108,8 @@ const bind = (koffi: Koffi): Native => {
   const close = fn("int close(int)")
   const read = fn("intptr_t read(int, _Out_ int32_t *, size_t)")
   const write = fn("intptr_t write(int, const int32_t *, size_t)")
+  const readBytes = fn("intptr_t read(int, _Out_ uint8_t *, size_t)")
+  const writeBytes = fn("intptr_t write(int, const uint8_t *, size_t)")
   const mmap = fn("uintptr_t mmap(uintptr_t, size_t, int, int, int, int64_t)")
   const munmap = fn("int munmap(uintptr_t, size_t)")
   const flock = fn("int flock(int, int)")
@@ -130,6 +136,8 @@ const bind = (koffi: Koffi): Native => {
       one[0] = value
       return result(Number(write(fd, one, 4)))
     },
+    readInto: (fd, buffer) => result(Number(readBytes(fd, buffer, buffer.length))),
+    writeFrom: (fd, buffer) => result(Number(writeBytes(fd, buffer, buffer.length))),
     mmap: (fd, length, offset) => {
       const address = BigInt(mmap(0, length, PROT_RW, MAP_SHARED, fd, offset))
       return address === MAP_FAILED ? -koffi.errno() : address

@@ -124,8 +124,11 @@ export const make = (
     let events = 0
     const word = new Int32Array(1)
 
-    /** Ends a session: stop polling, revoke every mapping, unlock, close the fd — in that order. */
-    const end = (s: Session, reason: CloseReason | undefined): void => {
+    /**
+     * Ends a session: stop polling, revoke every mapping, unlock, close the fd — in that order. Endpoints
+     * still open (sub-channels, whose rings the kernel frees at the last close) see `reason`.
+     */
+    const end = (s: Session, reason: CloseReason): void => {
       if (s.ended) return
       s.ended = true
       s.poll?.stop()
@@ -136,7 +139,7 @@ export const make = (
       s.intPage = undefined
       s.monitorPage = undefined
       for (const endpoint of s.endpoints) {
-        if (reason !== undefined) endpoint.peerClosed(reason)
+        endpoint.peerClosed(reason)
         endpoint.stop()
       }
       s.endpoints.clear()
@@ -227,7 +230,7 @@ export const make = (
             ended: false
           }
           const fail = (error: OpenFailure) => {
-            end(s, undefined)
+            end(s, "PeerClose")
             return Effect.fail(error)
           }
           if (exclusive) {
@@ -242,7 +245,7 @@ export const make = (
           session = s
           return s
         }),
-        (s) => Effect.sync(() => end(s, undefined))
+        (s) => Effect.sync(() => end(s, "PeerClose"))
       )
 
     const checkRequest = (request: Transport.OpenRequest): OpenFailure | undefined => {

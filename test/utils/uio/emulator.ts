@@ -4,6 +4,8 @@
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Channel from "../../../src/Channel.js"
+import * as Transport from "../../../src/Transport.js"
 import type * as Scope from "effect/Scope"
 import { type ChildProcess, fork } from "node:child_process"
 import * as fs from "node:fs"
@@ -108,3 +110,31 @@ export const guestLayer = (
     devRoot: emulator.devRoot,
     ...options
   }).pipe(Layer.provide(Layer.merge(layerEmulatedBackend, NodeFileSystem.layer)))
+
+export const bytes = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i * 7 + seed) & 0xff)
+
+/** Polls `check` (5 ms steps) until it holds, or dies after `millis`. */
+export const eventually = <E, R>(check: Effect.Effect<boolean, E, R>, label: string, millis = 5000) => {
+  const loop = (left: number): Effect.Effect<void, E, R> =>
+    Effect.flatMap(check, (ok) => {
+      if (ok) return Effect.void
+      if (left <= 0) return Effect.dieMessage(`condition never held: ${label}`)
+      return Effect.zipRight(Effect.sleep("5 millis"), loop(left - 5))
+    })
+  return loop(millis)
+}
+
+/** The emulator in a child process, and the guest's transport + device built over it in `scope`. */
+export const setup = (options: EmulatorOptions, transportOptions: Partial<UioTransport.Options> = {}) =>
+  Effect.gen(function*() {
+    const emulator = yield* spawnEmulator(options)
+    const context = yield* Layer.build(guestLayer(emulator, transportOptions))
+    const transport = Effect.provide(Transport.Transport, context)
+    const device = yield* Effect.provide(UioTransport.UioDevice, context)
+    const withGuest = <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.provide(self, context)
+    return { emulator, device, transport, withGuest }
+  })
+
+export const openClient = (emulator: Emulator) =>
+  Channel.open({ role: "client", interfaceType: emulator.classId, maxPacketSize: 64 * 1024 })
+

@@ -20,6 +20,8 @@ import type { MappedRegion } from "../../../src/internal/uio/mapping.js"
 import { mapFd } from "../../../src/internal/uio/backend.js"
 import type { Native, PollHandle } from "../../../src/internal/uio/native.js"
 import { load, O_CLOEXEC, O_RDWR } from "../../../src/internal/uio/native.js"
+import * as Packet from "../../../src/Packet.js"
+import * as Ring from "../../../src/Ring.js"
 import type { CloseReason } from "../../../src/VmbusError.js"
 import { Unsupported } from "../../../src/VmbusError.js"
 import type { DeviceSpec } from "./tree.js"
@@ -44,8 +46,11 @@ export interface StartCommand {
   readonly refuseOpen?: boolean | undefined
   /** Monitored scan: "timer" (1 ms) or "spin" (setImmediate; benchmarks). */
   readonly scan?: "timer" | "spin" | undefined
-  /** Server handler: "echo" answers each request with its payload; "sink" only completes. */
-  readonly handler?: "echo" | "sink" | undefined
+  /**
+   * Server: "echo" answers each request with its payload through the project's server-role Channel;
+   * "ring" does the same with the bare ring code (no Effect), for measuring the transport itself.
+   */
+  readonly handler?: "echo" | "ring" | undefined
 }
 
 export type Command =
@@ -55,6 +60,10 @@ export type Command =
   | { readonly op: "corrupt"; readonly index?: number | undefined }
   | { readonly op: "push"; readonly index?: number | undefined; readonly count: number; readonly size: number }
   | { readonly op: "stats" }
+  /** A plain Unix SEQPACKET socket between the same two processes (the benchmark's baseline): echoes
+   * each message, or after `sink` swallows `messages` messages and answers one byte. */
+  | { readonly op: "socket"; readonly path: string }
+  | { readonly op: "sink"; readonly messages: number }
 
 export interface ChannelStatsReport {
   readonly index: number
@@ -104,6 +113,7 @@ let intPage: Int32Array
 let monitorPage: Int32Array
 const counts = { opens: 0, closes: 0, irqWrites: 0, events: 0, spuriousIntBits: 0, crashes: 0 }
 let scanning = false
+let sinkLeft = 0
 const word = new Int32Array(1)
 
 const send = (message: unknown): void => {
@@ -214,9 +224,38 @@ const hostTransport = (ch: HostChannel): Transport.TransportShape => {
   }
 }
 
+/** The bare ring code as the host: drain the guest's TX, complete requests with their payload. */
+const serveRing = (ch: HostChannel): void => {
+  const half = ch.region.bytes.byteLength / 2
+  const incoming = Ring.IncomingRing.attach(ch.region.bytes.subarray(0, half))
+  const outgoing = Ring.OutgoingRing.attach(ch.region.bytes.subarray(half))
+  if (!(incoming instanceof Ring.IncomingRing) || !(outgoing instanceof Ring.OutgoingRing)) throw new Error("ring attach failed")
+  const drain = (): void => {
+    for (;;) {
+      incoming.mask()
+      for (;;) {
+        const packet = incoming.read()
+        if (packet === undefined) break
+        if (packet._tag !== "InBand") throw new Error(`ring host: ${packet._tag}`)
+        if (packet.completionRequested) {
+          if (outgoing.write(Packet.completion(packet.transactionId, packet.payload)) !== undefined) throw new Error("ring host: reply ring full")
+        }
+      }
+      if (outgoing.commit()) interrupt(ch)
+      if (incoming.commit()) interrupt(ch)
+      if (incoming.unmask() !== true) return
+    }
+  }
+  ch.signalCallback = drain
+  ch.peerClose = () => {
+    ch.signalCallback = undefined
+  }
+  drain()
+}
+
 /** Runs the project's server-role channel on one channel's rings until the guest closes the device. */
 const serveChannel = (ch: HostChannel): Promise<void> =>
-  Effect.runPromise(Effect.gen(function*() {
+  start.handler === "ring" ? Promise.resolve(serveRing(ch)) : Effect.runPromise(Effect.gen(function*() {
     const scope = yield* Scope.make()
     ch.scope = scope
     const channel = yield* Channel.open({
@@ -423,6 +462,35 @@ const handle = async (command: Command): Promise<unknown> => {
     }
     case "stats":
       return stats()
+    case "socket": {
+      // SOCK_SEQPACKET: every write is one message, every read one message (no coalescing).
+      const server = native.socketSeqpacket()
+      if (native.bind(server, command.path) < 0 || native.listen(server, 4) < 0) throw new Error("socket baseline: cannot listen")
+      const message = new Uint8Array(65536)
+      const ack = Uint8Array.of(1)
+      native.poll(server, () => {
+        const fd = native.accept(server)
+        if (fd < 0) return
+        const handle = native.poll(fd, () => {
+          for (;;) {
+            const n = native.readInto(fd, message)
+            if (n <= 0) {
+              if (n === 0 || (n !== -11 && n !== -4)) {
+                handle.stop()
+                native.close(fd)
+              }
+              return
+            }
+            if (sinkLeft === 0) native.writeFrom(fd, message.subarray(0, n))
+            else if (--sinkLeft === 0) native.writeFrom(fd, ack)
+          }
+        })
+      })
+      return { ok: true }
+    }
+    case "sink":
+      sinkLeft = command.messages
+      return { ok: true }
   }
 }
 
