@@ -244,7 +244,8 @@ export const fromGuestMemory: (
 
 /**
  * Pages of this process, for a user-space guest driver on Linux (over `UioTransport`): anonymous
- * mappings faulted in, `mlock`ed, kept out of transparent huge pages and never touched, reported by
+ * mappings faulted in, `mlock`ed and never touched (2 MiB chunks 2 MiB-aligned and advised as huge
+ * pages, so that they are contiguous where the kernel can: one range, as Linux's 2 MiB pages), reported by
  * the guest-physical frame numbers /proc/self/pagemap gives (root only); given back with `munmap`.
  * The kernel still counts them as this process's memory, and compaction may migrate locked pages
  * unless `vm.compact_unevictable_allowed` is 0. Fails with `Unsupported` off Linux, without the

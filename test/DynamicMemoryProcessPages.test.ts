@@ -43,6 +43,29 @@ describe("DynamicMemory process pages", () => {
       yield* Scope.close(scope, Exit.void)
     }))
 
+  it.effect.skipIf(!isRoot)("maps whole 2 MiB chunks 2 MiB-aligned (huge pages where the kernel has them)", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const pages = yield* Layer.buildWithScope(DM.layerProcessPages(), scope).pipe(
+        Effect.map((context) => context.unsafeMap.get(DM.BalloonPages.key) as DM.BalloonPagesShape)
+      )
+      const base = lockedKb()
+      const chunk = (yield* pages.reserve(1024))!
+      strictEqual(chunk.pages, 512)
+      strictEqual(chunk.ranges.reduce((n, r) => n + r.pageCount, 0), 512)
+      strictEqual(new Set(chunk.heldPfns()).size, 512)
+      strictEqual(lockedKb() - base, 512 * 4)
+      // Half of it back (splitting a huge page), then the rest at close.
+      const sorted = [...chunk.heldPfns()].sort((a, b) => a - b)
+      let back = 0
+      for (const pfn of sorted.slice(0, 256)) back += yield* chunk.release({ startPage: pfn, pageCount: 1 })
+      strictEqual(back, 256)
+      strictEqual(lockedKb() - base, 256 * 4)
+      yield* chunk.releaseAll
+      strictEqual(lockedKb(), base)
+      yield* Scope.close(scope, Exit.void)
+    }))
+
   it.effect.skipIf(process.platform === "linux")("is Unsupported off Linux", () =>
     Effect.gen(function*() {
       const exit = yield* Effect.exit(Effect.scoped(Layer.build(DM.layerProcessPages())))

@@ -1,6 +1,7 @@
 // Balloon pages for a user-space guest driver on Linux (e.g. over uio_hv_generic). A process cannot give
 // kernel pages away; what it can set aside are pages of its own: an anonymous private mapping, faulted
-// in, locked (mlock: never swapped), kept out of transparent huge pages, never touched again. Their
+// in, locked (mlock: never swapped), never touched again; whole 2 MiB chunks are huge pages where the
+// kernel has them, so the host gets long ranges. Their
 // guest-physical frame numbers come from /proc/self/pagemap (root only: without CAP_SYS_ADMIN the kernel
 // reports PFN 0). Giving a page back is munmap. Limits, said plainly: the kernel still counts the pages
 // as this process's memory, and compaction may migrate locked pages (vm.compact_unevictable_allowed),
@@ -17,8 +18,8 @@ const PAGE = 4096
 const PROT_RW = 3
 const MAP_PRIVATE = 0x02
 const MAP_ANONYMOUS = 0x20
-const MAP_POPULATE = 0x8000
-const MADV_NOHUGEPAGE = 15
+const MADV_HUGEPAGE = 14
+const HUGE = 2 * 1024 * 1024
 const MAP_FAILED = 0xffff_ffff_ffff_ffffn
 const PFN_MASK = (1n << 55n) - 1n
 const PRESENT = 1n << 63n
@@ -44,7 +45,7 @@ const bind = (koffi: Koffi): Libc => {
   const madvise = libc.func("int madvise(uintptr_t, size_t, int)")
   return {
     mmap: (length) => {
-      const address = BigInt(mmap(0, length, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0))
+      const address = BigInt(mmap(0, length, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0))
       return address === MAP_FAILED ? undefined : address
     },
     munmap: (address, length) => void munmap(address, length),
@@ -94,12 +95,27 @@ export const makeProcessPages = (
     const chunkPages = Math.max(1, options.chunkPages ?? 512)
     let heldTotal = 0
 
+    // Chunks of whole 2 MiB are mapped 2 MiB-aligned and advised as huge pages: where the kernel has
+    // one free, the chunk is 512 contiguous frames, one range for the host (Linux's balloon likewise
+    // takes 2 MiB pages first). Otherwise it is 4 KiB pages, wherever they are.
+    const alignedMap = (length: number): bigint | undefined => {
+      if (length % HUGE !== 0) return libc.mmap(length)
+      const raw = libc.mmap(length + HUGE)
+      if (raw === undefined) return undefined
+      const aligned = (raw + BigInt(HUGE - 1)) & ~BigInt(HUGE - 1)
+      const head = Number(aligned - raw)
+      if (head > 0) libc.munmap(raw, head)
+      if (HUGE - head > 0) libc.munmap(aligned + BigInt(length), HUGE - head)
+      libc.madvise(aligned, length, MADV_HUGEPAGE)
+      return aligned
+    }
+
     // One mapping of `pages` pages, locked and with every PFN known, or undefined.
     const map = (pages: number): { address: bigint; pfns: Array<number> } | "hidden" | "unlockable" | undefined => {
       const length = pages * PAGE
-      const address = libc.mmap(length)
+      const address = alignedMap(length)
       if (address === undefined) return undefined
-      libc.madvise(address, length, MADV_NOHUGEPAGE)
+      // mlock faults every page in and keeps it resident.
       if (libc.mlock(address, length) !== 0) {
         const errno = libc.errno()
         libc.munmap(address, length)
