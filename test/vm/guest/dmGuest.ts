@@ -81,7 +81,7 @@ const caseStatus = (device: string) =>
     const rejected = yield* Stream.runCollect(
       guest.events.pipe(Stream.takeUntil((e) => e._tag === "Negotiated"), Stream.filter((e) => e._tag === "VersionRejected"))
     )
-    yield* Effect.sleep("8 seconds")
+    yield* Effect.sleep("6 seconds")
     return {
       case: "status",
       version: guest.version,
@@ -98,15 +98,15 @@ const caseStatus = (device: string) =>
 const quiet = { statusReports: "never", replyTimeout: "20 seconds" } as const
 
 /**
- * Case "balloon": `balloon 496` (16 MiB out; QEMU acts 50 s after the capabilities), `balloon 512`
- * (all back), `balloon 504` (8 MiB out again), then the channel closes while QEMU holds those pages.
+ * Case "balloon": `balloon 504` (8 MiB out; QEMU acts 50 s after the capabilities), `balloon 512`
+ * (all back), `balloon 508` (4 MiB out again), then the channel closes while QEMU holds those pages.
  */
 const caseBalloon = (device: string) =>
   Effect.gen(function*() {
     const lockedBefore = lockedKb()
     const inside = yield* Effect.scoped(Effect.gen(function*() {
       const guest = yield* DM.guest(quiet)
-      yield* hmp("balloon 496")
+      yield* hmp("balloon 504")
       say("@@CASE balloon: negotiated, waiting for QEMU's balloon request")
       const first = yield* eventOf(guest, "Ballooned", 150)
       const lockedFirst = lockedKb()
@@ -124,7 +124,7 @@ const caseBalloon = (device: string) =>
       yield* Effect.sleep("1 second")
       yield* hmp("info balloon")
       yield* Effect.sleep("1 second")
-      yield* hmp("balloon 504")
+      yield* hmp("balloon 508")
       const second = yield* guest.events.pipe(
         Stream.filter((e): e is Extract<DM.GuestEvent, { _tag: "Ballooned" }> => e._tag === "Ballooned"),
         Stream.drop(1),
