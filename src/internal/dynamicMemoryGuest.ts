@@ -9,8 +9,7 @@ import * as PubSub from "effect/PubSub"
 import * as Queue from "effect/Queue"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
-import type * as Stream from "effect/Stream"
-import * as StreamNs from "effect/Stream"
+import * as Stream from "effect/Stream"
 import * as Channel from "../Channel.js"
 import type * as IncomingPacket from "../IncomingPacket.js"
 import type * as Transport from "../Transport.js"
@@ -300,7 +299,7 @@ export const guest = (
       version,
       suppressPressureReports: caps.suppressPressureReports,
       channel,
-      events: StreamNs.fromPubSub(hub),
+      events: Stream.fromPubSub(hub),
       stats: Effect.sync(() => ({ ...stats, pagesHeld: heldPages() })),
       ballooned: Effect.sync(() => M.rangesOfPfns([...held].flatMap((r) => r.heldPfns()))),
       sendStatus
