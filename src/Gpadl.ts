@@ -9,7 +9,7 @@
  *   GPADL mapped. A channel's close tears down its GPADLs still alive before it completes.
  * - `map` (server) maps a GPADL of the channel, one mapping at a time; a read-only GPADL cannot be
  *   mapped for writing; a GPADL being torn down cannot be mapped. The mapping is revoked when its
- *   scope closes or the channel closes.
+ *   scope closes or the channel's open period ends; after that, `map` fails with `ChannelClosed`.
  *
  * @since 0.1.0
  */
@@ -82,7 +82,9 @@ const toRange = (source: GuestMemory.GuestBuffer | Transport.GpadlRange): Transp
 
 /**
  * Creates a GPADL over a guest buffer (or an explicit page range) on a client channel. Resolves only
- * after the host confirmed it; closing the scope tears it down and waits for the host.
+ * after the host confirmed it; closing the scope tears it down and waits for the host. The pages stay
+ * pinned until the teardown; a released buffer, or a range over pages that are not a live allocation,
+ * is `InvalidParameter`.
  *
  * @since 0.1.0
  * @category constructors
@@ -115,5 +117,8 @@ export const map = (
   channel: Channel.OpenedChannel,
   handle: number,
   options?: { readonly write?: boolean | undefined }
-): Effect.Effect<GpadlView, GpadlUnavailable | GpadlAlreadyMapped | GpadlWriteMapOfReadOnly | Unsupported, Scope.Scope> =>
-  channel.mapGpadl(handle, options)
+): Effect.Effect<
+  GpadlView,
+  GpadlUnavailable | GpadlAlreadyMapped | GpadlWriteMapOfReadOnly | ChannelClosed | Unsupported,
+  Scope.Scope
+> => channel.mapGpadl(handle, options)

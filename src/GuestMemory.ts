@@ -66,7 +66,9 @@ export interface GuestBuffer extends internal.GuestBuffer {}
  * - `pageView(pfn)` — the 4096 bytes of one allocated page, zero-copy.
  * - `contiguousView(pfns, byteOffset, length)` — a zero-copy view when the PFNs are consecutive (as
  *   for any `GuestBuffer`, and so any ring GPADL).
- * - `freePages`, `allocatedPages`, `largestFreeRun` — statistics, for leak checks.
+ * - `pin(buffer)` / `pinRange(pfns)` — keep allocations alive past their scope (a transaction or a
+ *   GPADL owns the pin); `isLive(buffer)` — whether the buffer's scope is still open.
+ * - `freePages`, `allocatedPages`, `largestFreeRun`, `pinnedBuffers` — statistics, for leak checks.
  *
  * @since 0.1.0
  * @category models

@@ -21,7 +21,11 @@ import type { InvalidParameter, OutOfMemory } from "./VmbusError.js"
  * @since 0.1.0
  * @category models
  */
-export type TransportStats = internal.TransportStats & { readonly guestPagesAllocated: number }
+export type TransportStats = internal.TransportStats & {
+  readonly guestPagesAllocated: number
+  /** Guest allocations kept alive by a pin (a pending transaction, a GPADL, a transfer page set). */
+  readonly pinnedBuffers: number
+}
 
 /**
  * @since 0.1.0
@@ -42,7 +46,10 @@ export type MessageLogEntry = internal.MessageLogEntry
  * @category models
  */
 export interface ControlShape {
-  /** Offers, open channels, GPADLs, signals, messages and outstanding work, summed over every endpoint. */
+  /**
+   * Offers, open channels, GPADLs, signals, messages and outstanding work, summed over every endpoint;
+   * pinned guest buffers and live views of guest memory — all zero once everything closed.
+   */
   readonly stats: Effect.Effect<TransportStats>
   /** The open channels with their raw rings and per-endpoint counters. */
   readonly openChannels: Effect.Effect<ReadonlyArray<OpenChannelInfo>>
@@ -96,7 +103,10 @@ export const make = (
       open: (request) => bus.open(request)
     }
     const control: ControlShape = {
-      stats: Effect.map(memory.allocatedPages, (pages) => ({ ...bus.stats(), guestPagesAllocated: pages })),
+      stats: Effect.map(
+        Effect.all([memory.allocatedPages, memory.pinnedBuffers]),
+        ([pages, pinnedBuffers]) => ({ ...bus.stats(), guestPagesAllocated: pages, pinnedBuffers })
+      ),
       openChannels: Effect.sync(() => bus.openChannels()),
       rescind: (instance) => Effect.sync(() => bus.rescindByInstance(instance)),
       injectMessage: (direction, bytes) => Effect.sync(() => bus.postBytes(direction, bytes)),

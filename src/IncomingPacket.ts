@@ -74,8 +74,10 @@ export interface IncomingPacket {
   readonly disposition: Effect.Effect<Disposition>
   /**
    * The external data of a GPA-direct or transfer-page packet, one buffer per range. The views read
-   * and write the sender's memory and work only while the packet is pending: after completion they
-   * fail with `ExternalDataUnavailable` (KMCL: the MDL becomes invalid at `VmbChannelPacketComplete`).
+   * and write the sender's memory and work only while the packet is pending, the channel's open period
+   * lasts and (transfer pages) the set stays registered: afterwards they fail with
+   * `ExternalDataUnavailable` (KMCL: the MDL becomes invalid at `VmbChannelPacketComplete`; the peer
+   * may reuse its pages once it closed).
    */
   readonly externalData: Effect.Effect<ReadonlyArray<ExternalBuffer>, ExternalDataUnavailable>
 }

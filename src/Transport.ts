@@ -101,6 +101,12 @@ export interface Endpoint {
   /** Per-endpoint counters the transport aggregates for diagnostics and leak checks. */
   readonly counters: EndpointCounters
   /**
+   * Whether the rings may still be touched. False once the transport released them (the other side
+   * closed and took its pages back, or this endpoint closed); a channel checks it before every ring
+   * access. Omitted: the rings stay valid until the endpoint's scope closes.
+   */
+  readonly ringsValid?: (() => boolean) | undefined
+  /**
    * Guest memory: on the client, where its buffers live; on the server, what GPA ranges and GPADLs
    * name. Undefined when the transport gives no access to it.
    */
@@ -122,13 +128,18 @@ export interface Endpoint {
     | undefined
   /**
    * Server only: maps a GPADL of this channel (one mapping at a time). The GPADL's teardown waits for
-   * the mapping's scope to close; a mapping of a GPADL being torn down fails.
+   * the mapping's scope to close; a mapping of a GPADL being torn down fails. The mapping belongs to
+   * this endpoint's open period: revoked when it ends, and refused (`ChannelClosed`) after it ended.
    */
   readonly mapGpadl:
     | ((
       handle: number,
       options?: { readonly write?: boolean | undefined }
-    ) => Effect.Effect<GpadlView, GpadlUnavailable | GpadlAlreadyMapped | GpadlWriteMapOfReadOnly, Scope.Scope>)
+    ) => Effect.Effect<
+      GpadlView,
+      GpadlUnavailable | GpadlAlreadyMapped | GpadlWriteMapOfReadOnly | ChannelClosed,
+      Scope.Scope
+    >)
     | undefined
   /**
    * True when the channel must keep its incoming ring masked and never ask for space
@@ -184,6 +195,8 @@ export interface EndpointCounters {
   outstandingTransactions: number
   /** Kept up to date by the channel: packets delivered and not yet completed. */
   outstandingPackets: number
+  /** Kept up to date by the channel: external-data and transfer-page views not yet revoked. */
+  liveViews?: number | undefined
 }
 
 /**

@@ -55,6 +55,8 @@ import {
 import * as L from "./layout.js"
 import { Doorbell, Notifier, WaitQueue } from "./notifier.js"
 import * as P from "./packet.js"
+import { TransactionTable } from "./transactions.js"
+import { type View, Views } from "./views.js"
 
 // ---------------------------------------------------------------------------------------------
 // Configuration
@@ -125,6 +127,40 @@ export type ExternalSource = GuestBuffer | Transport.GpadlView
 const isGuestBuffer = (u: GuestBuffer | ExternalRange | ExternalSource): u is GuestBuffer =>
   "firstPfn" in u && "bytes" in u
 
+/** A released guest buffer named by the caller: its pages may already be someone else's. */
+const released = (field: string, buffer: GuestBuffer): InvalidParameter =>
+  new InvalidParameter({ field, reason: "the guest buffer was released (its scope closed)", value: buffer.firstPfn })
+
+/** The packet a request sends (transaction id 0 until one is reserved), or why it cannot be sent. */
+const requestPacket = (
+  payload: Uint8Array,
+  options: RequestOptions | undefined
+): P.InBandPacket | P.GpaDirectPacket | P.TransferPagesPacket | InvalidParameter | PacketTooLarge => {
+  const ranges: Array<PacketNs.GpaRange> = [...(options?.ranges ?? [])]
+  for (const item of options?.external ?? []) {
+    ranges.push(isGuestBuffer(item) ? { byteCount: item.byteLength, byteOffset: 0, pfns: item.pfns } : item)
+  }
+  const transfer = options?.transferPages
+  if (transfer !== undefined) {
+    if (ranges.length > 0) {
+      return new InvalidParameter({ field: "transferPages", reason: "a packet carries transfer pages or GPA ranges, not both" })
+    }
+    const packet: P.TransferPagesPacket = {
+      _tag: "TransferPages",
+      transactionId: 0n,
+      completionRequested: true,
+      transferPageSetId: transfer.setId,
+      senderOwnsSet: transfer.senderOwnsSet ?? false,
+      ranges: transfer.ranges,
+      payload
+    }
+    return P.validateOutgoing(packet) ?? packet
+  }
+  if (ranges.length === 0) return { _tag: "InBand", transactionId: 0n, completionRequested: true, payload }
+  const packet: P.GpaDirectPacket = { _tag: "GpaDirect", transactionId: 0n, completionRequested: true, ranges, payload }
+  return P.validateOutgoing(packet) ?? packet
+}
+
 export type ChannelState = "Opening" | "Active" | "Paused" | "Closing" | "Closed"
 
 export interface ChannelStats {
@@ -152,15 +188,32 @@ export interface SendOptions {
 export interface RequestOptions extends SendOptions {
   /** Stop waiting after this long with `Cancelled`; the transaction stays reserved until it completes. */
   readonly timeout?: Duration.DurationInput | undefined
-  /** External data as GPA ranges (a GPA-direct packet). */
+  /**
+   * Raw GPA ranges (a GPA-direct packet), sent as given: neither checked against guest memory nor
+   * pinned — for memory the caller manages itself. Use `external` for memory the transaction should own.
+   */
   readonly ranges?: ReadonlyArray<PacketNs.GpaRange> | undefined
   /**
-   * External data as guest buffers (a GPA-direct packet, one range per buffer). The buffers are pinned:
-   * they stay allocated, owned by the transaction, until its completion arrives or the open period
-   * ends — even if the requesting fiber is interrupted or the buffers' own scope closes first.
+   * External data as guest buffers or explicit ranges of them (a GPA-direct packet, one range per item).
+   * What they name is pinned: it stays allocated, owned by the transaction, until its completion arrives
+   * or — once the open period ended — until the host side can no longer reach it (after the close or
+   * rescind handshake), even if the requesting fiber is interrupted or the buffers' own scope closes
+   * first. A released buffer, or a range over pages that are not a live allocation, is `InvalidParameter`.
    */
   readonly external?: ReadonlyArray<GuestBuffer | ExternalRange> | undefined
-  /** Run once the transaction is settled (completion arrived or the open period ended). */
+  /**
+   * Send a transfer-page packet: ranges of the peer's transfer page set `setId` (a buffer the peer
+   * registered with `registerTransferPageSet`, e.g. its receive buffer). Not with `ranges`/`external`.
+   */
+  readonly transferPages?: {
+    readonly setId: number
+    readonly ranges: ReadonlyArray<PacketNs.TransferPageRange>
+    readonly senderOwnsSet?: boolean | undefined
+  } | undefined
+  /**
+   * Run once the transaction's id is freed: its completion arrived, or its open period ended and the
+   * host side can no longer reach its external buffers.
+   */
   readonly onSettled?: (() => void) | undefined
 }
 
@@ -211,18 +264,19 @@ export interface OpenedChannel extends Sender {
     range: Transport.GpadlRange,
     options?: { readonly readOnly?: boolean | undefined; readonly buffer?: GuestBuffer | undefined }
   ) => Effect.Effect<number, GpadlCreateFailed | GpadlTooLarge | InvalidParameter | ChannelClosed | Unsupported, Scope.Scope>
-  /** Server: maps a GPADL of this channel (scoped; one mapping at a time). */
+  /** Server: maps a GPADL of this channel (scoped; one mapping at a time; `ChannelClosed` after the open period). */
   readonly mapGpadl: (
     handle: number,
     options?: { readonly write?: boolean | undefined }
   ) => Effect.Effect<
     Transport.GpadlView,
-    GpadlUnavailable | GpadlAlreadyMapped | GpadlWriteMapOfReadOnly | Unsupported,
+    GpadlUnavailable | GpadlAlreadyMapped | GpadlWriteMapOfReadOnly | ChannelClosed | Unsupported,
     Scope.Scope
   >
   /**
    * Registers a transfer page set: transfer-page packets naming `id` have their ranges resolved and
-   * bounds-checked against `buffer`. Scoped: unregistered when the scope closes.
+   * bounds-checked against `buffer` (a guest buffer is pinned while registered; a released one is
+   * `InvalidParameter`). Scoped: unregistered when the scope closes, which ends every view of it.
    */
   readonly registerTransferPageSet: (
     id: number,
@@ -260,11 +314,6 @@ const metricRequestsOutstanding = Metric.gauge("vmbus_requests_outstanding")
 // Implementation
 // ---------------------------------------------------------------------------------------------
 
-interface Transaction {
-  readonly deferred: Deferred.Deferred<Uint8Array, ChannelClosed>
-  readonly onSettled: (() => void) | undefined
-}
-
 type Terminal = ChannelClosed | RingCorrupt | MalformedPacket
 
 class Counters {
@@ -297,6 +346,8 @@ class PacketHandle implements IncomingPacketNs.IncomingPacket {
   readonly payload: Uint8Array
   readonly transactionId: Option.Option<bigint>
   readonly completionRequested: boolean
+  /** The views of its external data, once handed out: revoked when the packet is released. */
+  views: View | undefined = undefined
 
   constructor(
     readonly channel: ChannelImpl,
@@ -371,8 +422,8 @@ export class ChannelImpl implements OpenedChannel {
   private readonly outboxChanged = new Notifier()
   private waitingWriters = 0
   private readonly writerLock: Effect.Semaphore
-  private nextTransactionId = 1n
-  private readonly transactions = new Map<bigint, Transaction>()
+  private readonly transactions: TransactionTable
+  private readonly views: Views
 
   constructor(
     readonly config: ChannelConfig,
@@ -395,6 +446,12 @@ export class ChannelImpl implements OpenedChannel {
     this.out = out
     this.in = incoming
     this.quota = config.transactionQuota
+    this.transactions = new TransactionTable(config.maxOutstandingTransactions, (size) => {
+      endpoint.counters.outstandingTransactions = size
+    })
+    this.views = new Views((count) => {
+      endpoint.counters.liveViews = count
+    })
     this.tags = [
       ["channel", config.name ?? `${endpoint.identity.interfaceInstance}/${endpoint.childRelid}`],
       ["role", endpoint.role]
@@ -488,7 +545,7 @@ export class ChannelImpl implements OpenedChannel {
 
   /** pending_send_sz is withdrawn only when no writer and no queued completion still needs space. */
   private maybeClearSpaceRequest(): void {
-    if (this.waitingWriters === 0 && this.outbox.length === 0) this.out.clearSpaceRequest()
+    if (this.waitingWriters === 0 && this.outbox.length === 0 && this.writable) this.out.clearSpaceRequest()
   }
 
   /** The peer closed or rescinded the channel, or our ring reader found corruption. */
@@ -498,15 +555,12 @@ export class ChannelImpl implements OpenedChannel {
     this.terminal = error
     this.delivering = false
     Deferred.unsafeDone(this.closedDeferred, Exit.succeed(reason))
-    // Pending requests end now (C1); their pinned buffers are released after the failure is delivered.
-    const failure = new ChannelClosed({ reason })
-    const pending = Array.from(this.transactions.values())
-    this.transactions.clear()
-    this.endpoint.counters.outstandingTransactions = 0
-    for (const transaction of pending) {
-      Deferred.unsafeDone(transaction.deferred, Exit.fail(failure))
-      transaction.onSettled?.()
-    }
+    // Completions already in the ring settle their requests; the rest fail now (C1). What they pinned
+    // stays until the host side can no longer reach it (`releaseEndedTransactions`).
+    if (reason !== "Corrupt") this.drainCompletionsAtEnd()
+    this.transactions.endPeriod(reason)
+    // Every view of guest memory this channel handed out dies with the open period.
+    this.views.revokeAll()
     this.spaceChanged.notifyAll()
     this.packetWaiters.wakeAll()
     this.flushOutbox()
@@ -514,8 +568,32 @@ export class ChannelImpl implements OpenedChannel {
     this.wake.ring()
   }
 
+  /**
+   * Reads the completions still in the incoming ring as the open period ends (the rings are still
+   * mapped: the transport reports the peer's close before it releases them). Other packets can no
+   * longer be delivered or completed and are skipped. Bounded: at most one ring's worth of packets.
+   */
+  private drainCompletionsAtEnd(): void {
+    if (!(this.endpoint.ringsValid?.() ?? true)) return
+    const most = Math.ceil(this.endpoint.incoming.byteLength / (L.DESCRIPTOR_SIZE + L.TRAILER_SIZE))
+    for (let n = 0; n < most; n++) {
+      const result = this.in.read()
+      if (result === undefined || result._tag === "RingCorrupt" || result._tag === "BufferTooSmall") return
+      if (result._tag === "Completion") this.handleCompletion(result)
+    }
+  }
+
+  /** The rings may be touched only during the open period, and only while the transport maps them. */
   private get writable(): boolean {
-    return this.closeReason === undefined
+    return this.closeReason === undefined && (this.endpoint.ringsValid?.() ?? true)
+  }
+
+  /**
+   * The host side can no longer reach this endpoint's guest memory (the transport closed it): what
+   * requests of the ended open period pinned is released now.
+   */
+  releaseEndedTransactions(): void {
+    this.transactions.releaseEnded()
   }
 
   // ----- writing -----------------------------------------------------------------------------
@@ -546,7 +624,8 @@ export class ChannelImpl implements OpenedChannel {
     written?: { done: boolean }
   ): Effect.Effect<void, ChannelClosed | RingFull | RingCorrupt | PacketTooLarge | InvalidState> {
     return Effect.suspend((): Effect.Effect<void, ChannelClosed | RingFull | RingCorrupt | PacketTooLarge | InvalidState> => {
-      if (!this.writable) return Effect.fail(new ChannelClosed({ reason: this.closeReason! }))
+      // Rings released before the peer's close was reported (a transport may report it late): a peer close.
+      if (!this.writable) return Effect.fail(new ChannelClosed({ reason: this.closeReason ?? "PeerClose" }))
       if (this.outbox.length > 0) this.flushOutbox()
       if (this.waitingWriters === 0) {
         const outcome = this.tryWrite(packet, written)
@@ -625,6 +704,7 @@ export class ChannelImpl implements OpenedChannel {
 
   private checkSendable(operation: string): InvalidState | ChannelClosed | undefined {
     if (this.closeReason !== undefined) return new ChannelClosed({ reason: this.closeReason })
+    if (!this.writable) return new ChannelClosed({ reason: "PeerClose" })
     if (this.current === "Active" || this.current === "Opening") return undefined
     if (this.current === "Closing" || this.current === "Closed") return new ChannelClosed({ reason: "LocalClose" })
     return new InvalidState({ operation, expected: "Active", actual: this.current })
@@ -695,50 +775,32 @@ export class ChannelImpl implements OpenedChannel {
       Effect.suspend((): Effect.Effect<Uint8Array, RequestError> => {
         const problem = this.checkSendable("request") ?? this.checkPayload(payload.length)
         if (problem !== undefined) return Effect.fail(problem)
-        if (this.transactions.size >= this.config.maxOutstandingTransactions) {
-          return Effect.fail(new TooManyTransactions({ limit: this.config.maxOutstandingTransactions }))
+        const shape = requestPacket(payload, options)
+        if (shape instanceof InvalidParameter || shape instanceof PacketTooLarge) return Effect.fail(shape)
+        if (shape._tag === "GpaDirect" && this.endpoint.gpaDirect === false) {
+          return Effect.fail(new Unsupported({ capability: "externalData", reason: "the transport cannot name guest physical pages" }))
         }
-        const transactionId = this.nextTransactionId++
-        const ranges: Array<PacketNs.GpaRange> = [...(options?.ranges ?? [])]
-        const pinned: Array<() => void> = []
-        for (const item of options?.external ?? []) {
-          if (isGuestBuffer(item)) ranges.push({ byteCount: item.byteLength, byteOffset: 0, pfns: item.pfns })
-          else ranges.push(item)
-        }
-        const packet: P.Packet = ranges.length === 0
-          ? { _tag: "InBand", transactionId, completionRequested: true, payload }
-          : { _tag: "GpaDirect", transactionId, completionRequested: true, ranges, payload }
-        if (packet._tag === "GpaDirect") {
-          if (this.endpoint.gpaDirect === false) {
-            return Effect.fail(new Unsupported({ capability: "externalData", reason: "the transport cannot name guest physical pages" }))
-          }
-          const invalid = P.validateOutgoing(packet)
-          if (invalid !== undefined) return Effect.fail(invalid)
-          const memory = this.endpoint.memory
-          for (const item of options?.external ?? []) {
-            if (isGuestBuffer(item) && memory !== undefined) pinned.push(memory.pin(item))
-          }
-        }
+        const pins = this.pinExternal(options?.external ?? [])
+        if (!Array.isArray(pins)) return Effect.fail(pins)
         const userSettled = options?.onSettled
-        const onSettled = pinned.length === 0 && userSettled === undefined ? undefined : () => {
-          for (const unpin of pinned) unpin()
+        // The table owns the pins from here: released once, when the id is freed.
+        const transaction = this.transactions.reserve(() => {
+          for (const unpin of pins) unpin()
           userSettled?.()
+        })
+        if (transaction instanceof TooManyTransactions) {
+          for (const unpin of pins) unpin()
+          return Effect.fail(transaction)
         }
-        const deferred = Deferred.unsafeMake<Uint8Array, ChannelClosed>(FiberId.none)
-        this.transactions.set(transactionId, { deferred, onSettled })
-        this.endpoint.counters.outstandingTransactions = this.transactions.size
+        const packet = { ...shape, transactionId: transaction.id } as P.Packet
         const written = { done: false }
         return Effect.onExit(restore(this.writePacket(packet, ifFull, written)), (exit) =>
           Effect.sync(() => {
-            // Not in the ring: nothing will complete it, so free the id (and its pinned buffers) now.
-            if (Exit.isFailure(exit) && !written.done && this.transactions.get(transactionId)?.deferred === deferred) {
-              this.transactions.delete(transactionId)
-              this.endpoint.counters.outstandingTransactions = this.transactions.size
-              onSettled?.()
-            }
+            // Not in the ring: nothing will complete it and no host saw its pages, so free it now.
+            if (Exit.isFailure(exit) && !written.done) this.transactions.cancel(transaction)
           })).pipe(
             // Interruption of this wait stops only the wait: the id stays reserved until it completes (C8).
-            Effect.zipRight(restore(Deferred.await(deferred)))
+            Effect.zipRight(restore(Deferred.await(transaction.deferred)))
           )
       })
     )
@@ -754,15 +816,43 @@ export class ChannelImpl implements OpenedChannel {
     })
   }
 
+  /**
+   * Pins what `external` names for the transaction carrying it: a buffer must be live; an explicit range
+   * pins the live allocations its pages belong to. On refusal nothing stays pinned.
+   */
+  private pinExternal(external: ReadonlyArray<GuestBuffer | ExternalRange>): Array<() => void> | InvalidParameter {
+    const memory = this.endpoint.memory
+    const pins: Array<() => void> = []
+    if (memory === undefined) return pins
+    for (let i = 0; i < external.length; i++) {
+      const item = external[i]!
+      let refused: InvalidParameter | undefined
+      if (isGuestBuffer(item)) {
+        if (memory.isLive(item)) pins.push(memory.pin(item))
+        else refused = released(`external[${i}]`, item)
+      } else {
+        const pinned = memory.pinRange(item.pfns)
+        if (Either.isRight(pinned)) pins.push(pinned.right)
+        else refused = new InvalidParameter({ field: `external[${i}]`, reason: pinned.left.reason, value: pinned.left.pfn })
+      }
+      if (refused !== undefined) {
+        for (const unpin of pins) unpin()
+        return refused
+      }
+    }
+    return pins
+  }
+
   // ----- receiving ---------------------------------------------------------------------------
 
   private handleCompletion(packet: PacketNs.CompletionPacket): void {
     this.counters.completionsReceived++
     const id = packet.transactionId
-    const transaction = id === 0n ? undefined : this.transactions.get(id)
-    if (transaction === undefined) {
+    const outcome = this.transactions.complete(id, packet.payload)
+    // "late": its waiter was failed by pause, the id kept reserved for it; freed silently, no false alarm.
+    if (outcome !== "settled" && outcome !== "late") {
       this.counters.unknownCompletions++
-      const duplicate = id !== 0n && id < this.nextTransactionId
+      const duplicate = outcome === "duplicate"
       const error = new MalformedPacket({
         reason: duplicate
           ? "completion for a transaction already completed or abandoned"
@@ -775,12 +865,7 @@ export class ChannelImpl implements OpenedChannel {
         this.endOpenPeriod("Corrupt", error)
         this.closeInBackground()
       }
-      return
     }
-    this.transactions.delete(id)
-    this.endpoint.counters.outstandingTransactions = this.transactions.size
-    Deferred.unsafeDone(transaction.deferred, Exit.succeed(packet.payload))
-    transaction.onSettled?.()
   }
 
   private deliver(packet: PacketNs.InBandPacket | PacketNs.TransferPagesPacket | PacketNs.GpaDirectPacket): void {
@@ -804,7 +889,7 @@ export class ChannelImpl implements OpenedChannel {
 
   /** Reads one batch. Returns what the receive loop should do next. */
   private drain(): "idle" | "blocked" | "more" | "stop" {
-    if (this.closeReason !== undefined) return "stop"
+    if (!this.writable) return "stop"
     let budget = this.config.readBatchLimit
     let status: "idle" | "blocked" | "more" = "idle"
     for (;;) {
@@ -844,6 +929,8 @@ export class ChannelImpl implements OpenedChannel {
   private readonly receiveLoop: Effect.Effect<void> = Effect.suspend(() => {
     const step = (): Effect.Effect<void> =>
       Effect.suspend(() => {
+        // Not one more ring access once the open period ended: the peer may have freed the pages.
+        if (!this.writable) return Effect.void
         this.in.mask()
         const status = this.drain()
         if (status === "stop") return Effect.void
@@ -1049,6 +1136,7 @@ export class ChannelImpl implements OpenedChannel {
   // ----- completing --------------------------------------------------------------------------
 
   private release(packet: PacketHandle): void {
+    if (packet.views !== undefined) this.views.revoke(packet.views)
     if (!this.live.delete(packet)) return
     this.outstanding--
     this.endpoint.counters.outstandingPackets = this.outstanding
@@ -1204,20 +1292,18 @@ export class ChannelImpl implements OpenedChannel {
     )
   })
 
+  /**
+   * Pause: the waiting requests fail; their ids stay reserved and their buffers pinned, because the
+   * peer may still hold the packets — a late completion frees them silently.
+   */
   private failPending(reason: CloseReason): void {
-    const failure = new ChannelClosed({ reason })
-    const pending = Array.from(this.transactions.values())
-    this.transactions.clear()
-    this.endpoint.counters.outstandingTransactions = 0
-    for (const transaction of pending) {
-      Deferred.unsafeDone(transaction.deferred, Exit.fail(failure))
-      transaction.onSettled?.()
-    }
+    this.transactions.abandonAll(reason)
   }
 
   // ----- external data, GPADLs, transfer page sets -------------------------------------------
 
-  private readonly transferPageSets = new Map<number, ExternalSource>()
+  /** Registered sets; `view` dies at unregistration (or with the open period), ending every packet view of it. */
+  private readonly transferPageSets = new Map<number, { readonly source: ExternalSource; readonly view: View }>()
 
   readonly registerTransferPageSet = (id: number, buffer: ExternalSource): Effect.Effect<void, InvalidParameter, Scope.Scope> =>
     Effect.acquireRelease(
@@ -1228,17 +1314,23 @@ export class ChannelImpl implements OpenedChannel {
         if (this.transferPageSets.has(id)) {
           return Effect.fail(new InvalidParameter({ field: "transferPageSetId", reason: "already registered", value: id }))
         }
-        this.transferPageSets.set(id, buffer)
         // A guest buffer backing the set stays allocated while registered.
         const memory = this.endpoint.memory
-        return Effect.succeed(isGuestBuffer(buffer) && memory !== undefined ? memory.pin(buffer) : undefined)
+        if (isGuestBuffer(buffer) && memory !== undefined && !memory.isLive(buffer)) {
+          return Effect.fail(released("buffer", buffer))
+        }
+        const registration = { source: buffer, view: this.views.make() }
+        this.transferPageSets.set(id, registration)
+        return Effect.succeed({ registration, unpin: isGuestBuffer(buffer) && memory !== undefined ? memory.pin(buffer) : undefined })
       }),
-      (unpin) =>
+      ({ registration, unpin }) =>
         Effect.sync(() => {
-          this.transferPageSets.delete(id)
+          if (this.transferPageSets.get(id) === registration) this.transferPageSets.delete(id)
+          // Views first: no packet reads the buffer once its pin may be gone.
+          this.views.revoke(registration.view)
           unpin?.()
         })
-    )
+    ).pipe(Effect.asVoid)
 
   readonly createGpadl: OpenedChannel["createGpadl"] = (range, options) =>
     Effect.suspend((): ReturnType<OpenedChannel["createGpadl"]> => {
@@ -1255,6 +1347,8 @@ export class ChannelImpl implements OpenedChannel {
       if (map === undefined) {
         return Effect.fail(new Unsupported({ capability: "mapGpadl", reason: `not available on a ${this.role} endpoint of this transport` }))
       }
+      // A mapping belongs to this open period: after it, the relid may already name the next one's GPADLs.
+      if (this.closeReason !== undefined) return Effect.fail(new ChannelClosed({ reason: this.closeReason }))
       return map(handle, options)
     })
 
@@ -1288,7 +1382,7 @@ export class ChannelImpl implements OpenedChannel {
       if (set === undefined) {
         return new MalformedPacket({ reason: "unknown transfer page set", field: "xfer_pageset_id", value: packet.transferPageSetId })
       }
-      const size = set.byteLength
+      const size = set.source.byteLength
       for (let i = 0; i < packet.ranges.length; i++) {
         const range = packet.ranges[i]!
         if (range.byteOffset + range.byteCount > size) {
@@ -1305,8 +1399,22 @@ export class ChannelImpl implements OpenedChannel {
       if (handle.state !== "pending") {
         return Effect.fail(new ExternalDataUnavailable({ reason: "the packet is completed" }))
       }
+      if (this.closeReason !== undefined) {
+        return Effect.fail(new ExternalDataUnavailable({ reason: "the channel's open period ended" }))
+      }
       const packet = handle.packet
-      const gone = () => Either.left(new ExternalDataUnavailable({ reason: "the packet is completed" }))
+      if (packet._tag !== "GpaDirect" && packet._tag !== "TransferPages") {
+        return Effect.fail(new ExternalDataUnavailable({ reason: "the packet carries no external data" }))
+      }
+      // One view per packet, owned by the channel: checked at every access, revoked at release or when
+      // the open period ends (the peer may free the pages then).
+      const view = handle.views ??= this.views.make()
+      const gone = () =>
+        Either.left(
+          new ExternalDataUnavailable({
+            reason: handle.state !== "pending" ? "the packet is completed" : "the channel's open period ended"
+          })
+        )
       const outside = (offset: number, length: number, size: number) =>
         !Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > size
       if (packet._tag === "GpaDirect") {
@@ -1315,12 +1423,12 @@ export class ChannelImpl implements OpenedChannel {
         return Effect.succeed(packet.ranges.map((range): IncomingPacketNs.ExternalBuffer => ({
           byteLength: range.byteCount,
           read: (offset = 0, length = range.byteCount - offset) => {
-            if (handle.state !== "pending") return gone()
+            if (handle.state !== "pending" || !view.live) return gone()
             if (outside(offset, length, range.byteCount)) return Either.left(new InvalidMemoryRange({ reason: "outside the range", offset, length }))
             return memory.readSync(range.pfns, range.byteOffset + offset, length)
           },
           write: (offset, data) => {
-            if (handle.state !== "pending") return gone()
+            if (handle.state !== "pending" || !view.live) return gone()
             if (outside(offset, data.length, range.byteCount)) {
               return Either.left(new InvalidMemoryRange({ reason: "outside the range", offset, length: data.length }))
             }
@@ -1328,9 +1436,13 @@ export class ChannelImpl implements OpenedChannel {
           }
         })))
       }
-      if (packet._tag === "TransferPages") {
-        const set = this.transferPageSets.get(packet.transferPageSetId)
-        if (set === undefined) return Effect.fail(new ExternalDataUnavailable({ reason: "transfer page set no longer registered" }))
+      {
+        const registration = this.transferPageSets.get(packet.transferPageSetId)
+        if (registration === undefined || !registration.view.live) {
+          return Effect.fail(new ExternalDataUnavailable({ reason: "transfer page set no longer registered" }))
+        }
+        const set = registration.source
+        const unregistered = () => Either.left(new ExternalDataUnavailable({ reason: "transfer page set no longer registered" }))
         const readSet = (offset: number, length: number): Either.Either<Uint8Array, InvalidMemoryRange | GpadlUnavailable> =>
           isGuestBuffer(set) ? Either.right(set.bytes.slice(offset, offset + length)) : set.read(offset, length)
         const writeSet = (
@@ -1346,12 +1458,14 @@ export class ChannelImpl implements OpenedChannel {
         return Effect.succeed(packet.ranges.map((range): IncomingPacketNs.ExternalBuffer => ({
           byteLength: range.byteCount,
           read: (offset = 0, length = range.byteCount - offset) => {
-            if (handle.state !== "pending") return gone()
+            if (handle.state !== "pending" || !view.live) return gone()
+            if (!registration.view.live) return unregistered()
             if (outside(offset, length, range.byteCount)) return Either.left(new InvalidMemoryRange({ reason: "outside the range", offset, length }))
             return readSet(range.byteOffset + offset, length)
           },
           write: (offset, data) => {
-            if (handle.state !== "pending") return gone()
+            if (handle.state !== "pending" || !view.live) return gone()
+            if (!registration.view.live) return unregistered()
             if (outside(offset, data.length, range.byteCount)) {
               return Either.left(new InvalidMemoryRange({ reason: "outside the range", offset, length: data.length }))
             }
@@ -1359,7 +1473,6 @@ export class ChannelImpl implements OpenedChannel {
           }
         })))
       }
-      return Effect.fail(new ExternalDataUnavailable({ reason: "the packet carries no external data" }))
     })
   }
 
@@ -1512,6 +1625,10 @@ const openIn = <E>(
       return yield* new Unsupported({ capability: "ringGeometry", reason: `the ${transport.name} transport chooses ring sizes itself` })
     }
     const timeout = Duration.millis(config.openTimeoutMillis)
+    // Added before the endpoint, so it runs after the transport's close (CLOSECHANNEL or rescind, GPADL
+    // teardown): only then can the host side no longer reach what ended requests pinned.
+    const owner: { channel?: ChannelImpl } = {}
+    yield* Effect.addFinalizer(() => Effect.sync(() => owner.channel?.releaseEndedTransactions()))
     const endpoint: Transport.Endpoint = config.role === "client"
       ? yield* transport.open({
         interfaceType: config.interfaceType,
@@ -1523,6 +1640,7 @@ const openIn = <E>(
         transport.offer({ interfaceType: config.interfaceType, interfaceInstance: config.interfaceInstance }),
         (offer) => offer.accept
       ).pipe(Effect.timeoutFail({ duration: timeout, onTimeout: () => new OpenTimeout({ timeoutMillis: config.openTimeoutMillis }) }))
+    if (endpoint.ringsValid?.() === false) return yield* new ChannelClosed({ reason: "PeerClose" })
     const incomingDataSize = endpoint.incoming.byteLength - L.CONTROL_PAGE_SIZE
     const maxPacketLength = L.DESCRIPTOR_SIZE + L.EXTENDED_HEADER_SIZE + 8 * 16 + 8 * config.maxExternalPages +
       L.align8Safe(config.maxPacketSize)
@@ -1543,6 +1661,7 @@ const openIn = <E>(
     const hub = yield* PubSub.sliding<ChannelEvent>(256)
     const lock = yield* Effect.makeSemaphore(1)
     const channel = new ChannelImpl(config, endpoint, hooks as Hooks<unknown>, closed, stateRef, hub, lock, out, incoming)
+    owner.channel = channel
     // The close runs before the transport releases the endpoint (finalizers run in reverse order).
     yield* Effect.addFinalizer(() => channel.close())
     yield* (channel.run(scope) as Effect.Effect<void, E>)

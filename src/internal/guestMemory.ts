@@ -60,9 +60,19 @@ export interface GuestMemoryShape {
   readonly largestFreeRun: Effect.Effect<number>
   /**
    * Pins an allocation: if its scope closes while pinned, the pages are freed only when the last pin
-   * is released. A transaction pins the buffers it carries until its completion arrives.
+   * is released. A transaction pins the buffers it carries until its completion arrives. A buffer whose
+   * pages were already freed pins nothing (check `isLive` first: it is a caller's error).
    */
   readonly pin: (buffer: GuestBuffer) => () => void
+  /** Whether `buffer` is a current allocation of this memory whose scope has not closed. */
+  readonly isLive: (buffer: GuestBuffer) => boolean
+  /**
+   * Pins every live allocation the pages belong to (an explicit range, e.g. a sub-range of a buffer);
+   * `InvalidMemoryRange` if a page is outside guest memory, free, or of an allocation already released.
+   */
+  readonly pinRange: (pfns: ReadonlyArray<number>) => Either.Either<() => void, InvalidMemoryRange>
+  /** Allocations currently pinned (for leak checks). */
+  readonly pinnedBuffers: Effect.Effect<number>
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -305,34 +315,74 @@ export const unsafeMakeWith = (
     return Either.right({ pfns, firstPfn, pages, byteLength: pages * PAGE_SIZE, bytes })
   }
 
-  // Pins by first page: count, and whether the owner's scope already closed.
-  const pins = new Map<number, { count: number; released: boolean; pages: number }>()
-  const pin = (buffer: GuestBuffer): (() => void) => {
-    const key = buffer.firstPfn - basePfn
-    let entry = pins.get(key)
-    if (entry === undefined) {
-      entry = { count: 0, released: false, pages: buffer.pages }
-      pins.set(key, entry)
-    }
-    entry.count++
+  // One record per allocation: its pins, and whether its owner's scope already closed. Pages are freed
+  // when both hold (scope closed, no pin); `ownerOf` finds the allocation a page belongs to.
+  interface Allocation {
+    readonly start: number
+    readonly buffer: GuestBuffer
+    pins: number
+    scopeClosed: boolean
+  }
+  const allocations = new Map<number, Allocation>()
+  const ownerOf = new Int32Array(totalPages).fill(-1)
+  const free = (record: Allocation): void => {
+    allocations.delete(record.start)
+    ownerOf.fill(-1, record.start, record.start + record.buffer.pages)
+    allocator.release(record.start, record.buffer.pages)
+  }
+  const recordOf = (buffer: GuestBuffer): Allocation | undefined => {
+    const record = allocations.get(buffer.firstPfn - basePfn)
+    return record !== undefined && record.buffer === buffer ? record : undefined
+  }
+  const pinRecords = (records: ReadonlyArray<Allocation>): (() => void) => {
+    for (const record of records) record.pins++
     let done = false
-    const current = entry
     return () => {
       if (done) return
       done = true
-      current.count--
-      if (current.count === 0) {
-        pins.delete(key)
-        if (current.released) allocator.release(key, current.pages)
+      for (const record of records) {
+        record.pins--
+        if (record.pins === 0 && record.scopeClosed) free(record)
       }
     }
+  }
+  const noPin = (): void => {}
+  const pin = (buffer: GuestBuffer): (() => void) => {
+    const record = recordOf(buffer)
+    return record === undefined ? noPin : pinRecords([record])
+  }
+  const pinRange = (pfns: ReadonlyArray<number>): Either.Either<() => void, InvalidMemoryRange> => {
+    const records = new Set<Allocation>()
+    for (const pfn of pfns) {
+      const index = pageIndex(pfn)
+      if (typeof index !== "number") return Either.left(index)
+      const record = allocations.get(ownerOf[index]!)
+      if (record === undefined || record.scopeClosed) {
+        return rangeError(`PFN 0x${pfn.toString(16)} belongs to an allocation already released`, { pfn })
+      }
+      records.add(record)
+    }
+    return Either.right(pinRecords(Array.from(records)))
   }
 
   const releasePinned = (buffer: GuestBuffer): Effect.Effect<void> =>
     Effect.sync(() => {
-      const entry = pins.get(buffer.firstPfn - basePfn)
-      if (entry !== undefined) entry.released = true
-      else allocator.release(buffer.firstPfn - basePfn, buffer.pages)
+      const record = recordOf(buffer)
+      if (record === undefined || record.scopeClosed) return
+      record.scopeClosed = true
+      if (record.pins === 0) free(record)
+    })
+
+  const allocate = (pages: number): Effect.Effect<GuestBuffer, OutOfMemory | InvalidParameter> =>
+    Effect.suspend(() => {
+      const acquired = acquire(pages)
+      if (Either.isRight(acquired)) {
+        const buffer = acquired.right
+        const start = buffer.firstPfn - basePfn
+        allocations.set(start, { start, buffer, pins: 0, scopeClosed: false })
+        ownerOf.fill(start, start, start + buffer.pages)
+      }
+      return acquired
     })
 
   return {
@@ -340,8 +390,15 @@ export const unsafeMakeWith = (
     basePfn,
     totalPages,
     buffer,
-    allocate: (pages) => Effect.acquireRelease(Effect.suspend(() => acquire(pages)), releasePinned),
+    allocate: (pages) => Effect.acquireRelease(allocate(pages), releasePinned),
     pin,
+    pinRange,
+    isLive: (buffer) => recordOf(buffer)?.scopeClosed === false,
+    pinnedBuffers: Effect.sync(() => {
+      let n = 0
+      for (const record of allocations.values()) if (record.pins > 0) n++
+      return n
+    }),
     read: (pfns, byteOffset, length) => Effect.suspend(() => readSync(pfns, byteOffset, length)),
     write: (pfns, byteOffset, data) => Effect.suspend(() => writeSync(pfns, byteOffset, data)),
     readSync,

@@ -66,6 +66,9 @@ class EndpointState implements Transport.Endpoint {
     readonly memory: GuestMemory.GuestMemoryShape
   ) {}
 
+  /** Server: false once the client's close or the rescind released the ring GPADL; client: once closed. */
+  readonly ringsValid = (): boolean => !this.closed
+
   readonly signal = (): void => {
     if (this.closed) return
     this.counters.signalsSent++
@@ -111,6 +114,8 @@ interface HostOffer {
   /** An open period not yet accepted by the server's channel. */
   unaccepted: EndpointState | undefined
   accepting: Deferred.Deferred<EndpointState, ChannelClosed> | undefined
+  /** A server already accepted an open period of this offer (an open no one accepts is then refused). */
+  acceptedOnce: boolean
   ringGpadl: number
   rescinded: boolean
 }
@@ -137,6 +142,11 @@ export interface TransportStats {
   readonly outstandingPackets: number
   readonly gpadls: number
   readonly gpadlsMapped: number
+  /**
+   * Views of guest memory still usable: host GPADL mappings (ring GPADLs included) and the external-data
+   * and transfer-page views channels hand out. Zero once everything closed.
+   */
+  readonly liveViews: number
   readonly messagesToHost: number
   readonly messagesToGuest: number
   readonly malformedMessages: number
@@ -206,6 +216,8 @@ export class Bus {
   private readonly pendingTorndown = new Map<number, { readonly relid: number; readonly deferred: Deferred.Deferred<void> }>()
   private readonly pendingOpens = new Map<number, GuestOpen>()
   private readonly liveGpadls = new Set<number>()
+  /** Every endpoint that may still count live views (dropped once closed with none left). */
+  private readonly endpoints = new Set<EndpointState>()
   // connection
   private readonly toHost: Array<Uint8Array> = []
   private readonly toGuest: Array<Uint8Array> = []
@@ -374,6 +386,9 @@ export class Bus {
       this.post("toGuest", { _tag: "OpenChannelResult", childRelid: message.childRelid, openId: message.openId, status: STATUS_UNSUCCESSFUL })
     const offer = this.hostOffers.get(message.childRelid)
     if (offer === undefined || offer.rescinded || offer.server !== undefined || offer.unaccepted !== undefined) return reject()
+    // Once the offer's server accepted an open period, a new one is taken only while it accepts again:
+    // otherwise the open would "succeed" with nobody at the other end (the client gets OpenRejected).
+    if (offer.acceptedOnce && offer.accepting === undefined) return reject()
     const gpadl = this.hostGpadls.get(message.ringBufferGpadlHandle)
     if (gpadl === undefined || gpadl.tearingDown || gpadl.mappedBy !== undefined || gpadl.byteOffset !== 0) return reject()
     const pages = gpadl.pfns.length
@@ -385,10 +400,12 @@ export class Bus {
     const clientToServer = view.right.subarray(0, split * Ring.PAGE_SIZE)
     const serverToClient = view.right.subarray(split * Ring.PAGE_SIZE)
     const server = new EndpointState("server", offer.identity, offer.childRelid, serverToClient, clientToServer, this.memory)
-    server.mapGpadl = (handle, options) => this.mapGpadl(offer.childRelid, handle, options)
+    server.mapGpadl = (handle, options) => this.mapGpadl(server, handle, options)
+    this.endpoints.add(server)
     offer.ringGpadl = gpadl.handle
     gpadl.mappedBy = { revoke: () => {} }
     if (offer.accepting !== undefined) {
+      offer.acceptedOnce = true
       offer.server = server
       Deferred.unsafeDone(offer.accepting, Exit.succeed(server))
       offer.accepting = undefined
@@ -424,14 +441,17 @@ export class Bus {
   }
 
   private mapGpadl(
-    childRelid: number,
+    server: EndpointState,
     handle: number,
     options?: { readonly write?: boolean | undefined }
-  ): Effect.Effect<GpadlView, GpadlUnavailable | GpadlAlreadyMapped | GpadlWriteMapOfReadOnly, Scope.Scope> {
+  ): Effect.Effect<GpadlView, GpadlUnavailable | GpadlAlreadyMapped | GpadlWriteMapOfReadOnly | ChannelClosed, Scope.Scope> {
     const write = options?.write !== false
+    const childRelid = server.childRelid
     type Mapped = { gpadl: HostGpadl; mapping: { revoke: () => void }; view: GpadlView }
     return Effect.acquireRelease(
-      Effect.suspend((): Effect.Effect<Mapped, GpadlUnavailable | GpadlAlreadyMapped | GpadlWriteMapOfReadOnly> => {
+      Effect.suspend((): Effect.Effect<Mapped, GpadlUnavailable | GpadlAlreadyMapped | GpadlWriteMapOfReadOnly | ChannelClosed> => {
+        // The endpoint's open period bounds its mappings: after it, the relid names the next period's GPADLs.
+        if (server.closed) return Effect.fail(new ChannelClosed({ reason: server.closedBy ?? "PeerClose" }))
         const gpadl = this.hostGpadls.get(handle)
         if (gpadl === undefined || gpadl.childRelid !== childRelid) {
           return Effect.fail(new GpadlUnavailable({ handle, reason: "Unknown" }))
@@ -505,6 +525,7 @@ export class Bus {
           server: undefined,
           unaccepted: undefined,
           accepting: undefined,
+          acceptedOnce: false,
           ringGpadl: 0,
           rescinded: false
         }
@@ -531,6 +552,7 @@ export class Bus {
           if (record.unaccepted !== undefined) {
             const server = record.unaccepted
             record.unaccepted = undefined
+            record.acceptedOnce = true
             record.server = server
             return Effect.succeed(server)
           }
@@ -682,13 +704,24 @@ export class Bus {
           ...(range.byteCount === undefined ? {} : { byteCount: range.byteCount })
         })
         if (Either.isLeft(messages)) return Effect.fail(messages.left)
+        // KMCL: the pages stay locked until teardown, even if their owner's scope closes first. Only live
+        // allocations can be pinned: a released buffer's pages may already be someone else's.
+        const buffer = options?.buffer
+        if (buffer !== undefined && !this.memory.isLive(buffer)) {
+          return Effect.fail(
+            new InvalidParameter({ field: "buffer", reason: "the guest buffer was released (its scope closed)", value: buffer.firstPfn })
+          )
+        }
+        const pinned = buffer !== undefined ? Either.right(this.memory.pin(buffer)) : this.memory.pinRange(range.pfns)
+        if (Either.isLeft(pinned)) {
+          return Effect.fail(new InvalidParameter({ field: "range", reason: pinned.left.reason, value: pinned.left.pfn }))
+        }
         const created = Deferred.unsafeMake<number>(FiberId.none)
         this.pendingCreated.set(handle, { relid: childRelid, deferred: created })
         if (options?.readOnly === true) this.readOnlyHint.add(handle)
         this.liveGpadls.add(handle)
         channel?.gpadls.add(handle)
-        // KMCL: the buffer stays locked until teardown, even if its own scope closes first.
-        const unpin = options?.buffer === undefined ? undefined : this.memory.pin(options.buffer)
+        const unpin = pinned.right
         for (const message of messages.right) this.post("toHost", message)
         return Effect.succeed({ handle, created, unpin })
       }),
@@ -831,6 +864,7 @@ export class Bus {
         interfaceInstance: offer.interfaceInstance,
         subChannelIndex: offer.subChannelIndex
       }, relid, clientToServer, serverToClient, this.memory)
+      this.endpoints.add(client)
       client.peer = server
       server.peer = client
       ;(channel as { client: EndpointState }).client = client
@@ -873,6 +907,12 @@ export class Bus {
     }
     let mapped = 0
     for (const gpadl of this.hostGpadls.values()) if (gpadl.mappedBy !== undefined) mapped++
+    let channelViews = 0
+    for (const endpoint of this.endpoints) {
+      const views = endpoint.counters.liveViews ?? 0
+      channelViews += views
+      if (endpoint.closed && views === 0) this.endpoints.delete(endpoint)
+    }
     return {
       offers: this.hostOffers.size,
       openChannels,
@@ -883,6 +923,7 @@ export class Bus {
       outstandingPackets,
       gpadls: this.hostGpadls.size,
       gpadlsMapped: mapped,
+      liveViews: mapped + channelViews,
       messagesToHost: this.messagesToHost,
       messagesToGuest: this.messagesToGuest,
       malformedMessages: this.malformed,

@@ -481,6 +481,12 @@ class GuestEndpoint implements Transport.Endpoint {
     if (this.closedBy !== undefined) callback(this.closedBy)
   }
 
+  /**
+   * The close reaches this thread after the host may already have freed the rings (it closes its side
+   * right after posting it), so from then on they are not touched — not even to read last completions.
+   */
+  readonly ringsValid = (): boolean => this.closedBy === undefined && !this.stopped
+
   peerClosed(reason: CloseReason): void {
     if (this.closedBy !== undefined || this.stopped) return
     this.closedBy = reason

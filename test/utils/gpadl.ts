@@ -31,7 +31,7 @@ export const stats = Effect.flatMap(InMemoryTransport.Control, (control) => cont
 
 /**
  * The leak check: after every scope of the test closed, the bus holds no GPADL, no mapping, no open
- * channel, no outstanding transaction and no allocated guest page.
+ * channel, no outstanding transaction, no allocated or pinned guest page and no live view.
  */
 export const assertNoLeaks = (label = "after close") =>
   Effect.gen(function*() {
@@ -42,6 +42,8 @@ export const assertNoLeaks = (label = "after close") =>
     assert.strictEqual(s.outstandingTransactions, 0, `${label}: outstandingTransactions`)
     assert.strictEqual(s.outstandingPackets, 0, `${label}: outstandingPackets`)
     assert.strictEqual(s.guestPagesAllocated, 0, `${label}: guestPagesAllocated`)
+    assert.strictEqual(s.pinnedBuffers, 0, `${label}: pinnedBuffers`)
+    assert.strictEqual(s.liveViews, 0, `${label}: liveViews`)
   })
 
 /**

@@ -41,6 +41,9 @@ export class UioEndpoint implements Transport.Endpoint {
     this.incoming = region.bytes.subarray(half)
   }
 
+  /** The channel checks it before every ring access: false once the mapping is revoked (close or rescind). */
+  readonly ringsValid = (): boolean => !this.stopped && this.region.valid()
+
   get live(): boolean {
     return !this.stopped && this.closedBy === undefined && this.region.valid()
   }

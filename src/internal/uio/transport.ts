@@ -6,29 +6,18 @@
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import * as Either from "effect/Either"
-import { fstatSync } from "node:fs"
 import type * as Scope from "effect/Scope"
 import type * as Transport from "../../Transport.js"
 import type { CloseReason } from "../../VmbusError.js"
-import type { DeviceNotBound, DeviceNotFound, SysfsInvalid } from "../../VmbusError.js"
-import {
-  ChannelClosed,
-  DeviceMapInvalid,
-  GpadlUnavailable,
-  InvalidMemoryRange,
-  InvalidParameter,
-  TransportError,
-  Unsupported
-} from "../../VmbusError.js"
+import type { DeviceMapInvalid, DeviceNotBound, DeviceNotFound, SysfsInvalid } from "../../VmbusError.js"
+import { ChannelClosed, InvalidParameter, TransportError, Unsupported } from "../../VmbusError.js"
 import * as L from "../layout.js"
 import type { Backend } from "./backend.js"
-import { mapFd } from "./backend.js"
 import { UioEndpoint } from "./endpoint.js"
 import { fdGone, lockError, mapError, openError } from "./errors.js"
 import type { MappedRegion } from "./mapping.js"
-import { O_CLOEXEC, O_RDWR } from "./native.js"
 import type { PollHandle } from "./native.js"
+import { bufferView, mapRingFile } from "./ring.js"
 import type { DeviceInfo, SubChannelInfo } from "./sysfs.js"
 import { discover, listSubChannels } from "./sysfs.js"
 
@@ -354,7 +343,7 @@ export const make = (
         if ([...s.endpoints].some((e) => e.childRelid === found.relid)) {
           return yield* new TransportError({ reason: "Busy", detail: `sub-channel ${index} is already open` })
         }
-        const region = yield* mapRing(found.ringPath)
+        const region = yield* mapRingFile(native, found.ringPath)
         if (s.ended) {
           region.revoke()
           return yield* new ChannelClosed({ reason: rescinded ? "Rescinded" : "PeerClose" })
@@ -368,25 +357,6 @@ export const make = (
           found.monitorId,
           pollSubChannels
         )
-      })
-
-    /** A `ring` file: open, fstat (the size is real since 6.15), map whole at 0, close (§1.9). */
-    const mapRing = (path: string): Effect.Effect<MappedRegion, TransportError | ChannelClosed> =>
-      Effect.suspend(() => {
-        const fd = native.open(path, O_RDWR | O_CLOEXEC)
-        if (fd < 0) return Effect.fail(openError(path, -fd) as TransportError)
-        try {
-          const size = fstatSize(fd)
-          const half = size / 2
-          if (!Number.isInteger(half) || half % native.pageSize !== 0 || half <= native.pageSize) {
-            const invalid = new DeviceMapInvalid({ map: path, reason: "a ring file holds two rings of whole pages", size })
-            return Effect.fail(new TransportError({ reason: "InvalidData", detail: invalid.message }))
-          }
-          const region = mapFd(native, path, fd, size, 0)
-          return typeof region === "number" ? Effect.fail(mapError(path, -region)) : Effect.succeed(region)
-        } finally {
-          native.close(fd)
-        }
       })
 
     const buffer: UioDeviceShape["buffer"] = (which) =>
@@ -417,29 +387,7 @@ export const make = (
               region.revoke()
             })
         )
-        const gone = () => Either.left(new GpadlUnavailable({ handle, reason: "TearingDown" }))
-        const outside = (offset: number, length: number) =>
-          !Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 ||
-          offset + length > map.size
-        const view: Transport.GpadlView = {
-          handle,
-          byteLength: map.size,
-          writable: true,
-          read: (offset, length) => {
-            if (!region.valid()) return gone()
-            if (outside(offset, length)) return Either.left(new InvalidMemoryRange({ reason: "outside the buffer", offset, length }))
-            return Either.right(region.bytes.slice(offset, offset + length))
-          },
-          write: (offset, data) => {
-            if (!region.valid()) return gone()
-            if (outside(offset, data.length)) {
-              return Either.left(new InvalidMemoryRange({ reason: "outside the buffer", offset, length: data.length }))
-            }
-            region.bytes.set(data, offset)
-            return Either.right(undefined)
-          }
-        }
-        return view
+        return bufferView(region, handle, map.size)
       })
 
     const device: UioDeviceShape = {
@@ -465,5 +413,3 @@ export const make = (
   })
 
 type OpenFailure = Effect.Effect.Error<ReturnType<Transport.TransportShape["open"]>>
-
-const fstatSize = (fd: number): number => fstatSync(fd).size

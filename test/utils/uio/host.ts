@@ -60,6 +60,9 @@ export type Command =
   | { readonly op: "corrupt"; readonly index?: number | undefined }
   | { readonly op: "push"; readonly index?: number | undefined; readonly count: number; readonly size: number }
   | { readonly op: "stats" }
+  /** The host stops reading the guest's ring (its channel pauses) / reads again. */
+  | { readonly op: "pause" }
+  | { readonly op: "resume" }
   /** A plain Unix SEQPACKET socket between the same two processes (the benchmark's baseline): echoes
    * each message, or after `sink` swallows `messages` messages and answers one byte. */
   | { readonly op: "socket"; readonly path: string }
@@ -262,7 +265,8 @@ const serveChannel = (ch: HostChannel): Promise<void> =>
       role: "server",
       interfaceType: start.spec.classId!,
       interfaceInstance: start.spec.instance!,
-      maxPacketSize: 64 * 1024
+      // What a ring of this size can carry (small rings in back-pressure tests).
+      maxPacketSize: Math.min(64 * 1024, ch.region.bytes.byteLength / 2 - 4096 - 64)
     }).pipe(Effect.provideService(Transport.Transport, hostTransport(ch)), Scope.extend(scope))
     ch.channel = channel
     const handler = start.handler ?? "echo"
@@ -428,8 +432,8 @@ const stats = (): HostStats => ({
     relid: ch.relid,
     guestSignals: ch.guestSignals,
     hostSignals: ch.hostSignals,
-    packetsReceived: 0,
-    packetsSent: 0
+    packetsReceived: ch.channel === undefined ? 0 : Effect.runSync(ch.channel.stats).packetsReceived,
+    packetsSent: ch.channel === undefined ? 0 : Effect.runSync(ch.channel.stats).packetsSent
   }))
 })
 
@@ -462,6 +466,13 @@ const handle = async (command: Command): Promise<unknown> => {
     }
     case "stats":
       return stats()
+    case "pause":
+    case "resume": {
+      const channel = channels[0]?.channel
+      if (channel === undefined) return { ok: false }
+      await Effect.runPromise(Effect.ignore(command.op === "pause" ? channel.pause : channel.start))
+      return { ok: true }
+    }
     case "socket": {
       // SOCK_SEQPACKET: every write is one message, every read one message (no coalescing).
       const server = native.socketSeqpacket()
