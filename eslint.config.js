@@ -15,7 +15,7 @@ export default tseslint.config(
     }
   },
   {
-    files: ["bench/**/*.ts", "src/bin/**/*.ts", "test/**/*.ts"],
+    files: ["bench/**/*.ts", "src/bin/**/*.ts", "test/**/*.ts", "examples/**/*.ts"],
     rules: { "no-console": "off" }
   }
 )

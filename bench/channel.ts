@@ -1,29 +1,26 @@
 /**
- * Channel benchmark: what the Effect layer costs per packet over `InMemoryTransport`, next to the raw
- * ring figure measured in the same run.
+ * Channel benchmark: what the Effect layer costs per packet over `InMemoryTransport`, against the raw
+ * ring (baseline) measured in the same run, rows interleaved (bench/harness.ts).
  *
- * Rows (each time-boxed to ~1 s after a short warm-up, resources built outside the timed part):
- * - `request` round trips, sequential and with 32 requests in flight, server on `serve` (echoes 64 B);
- *   per-request latency from `performance.now()` inside one Effect program (no `runPromise` per request);
- * - one-way `send` and `sendBatch` (32 per batch) for 64 B and 1500 B payloads, the receiver on the
- *   `packets` stream or on `serve` (both are measured; the table shows both);
- * - the raw ring: 32 packets written with `Ring.OutgoingRing`, committed, read with `Ring.IncomingRing`,
- *   committed, on a ring of the channel's size (64 pages).
- *
- * Run: `npx tsx bench/channel.ts` (or via `bench/run.ts`, which calls `run()`). `CPU µs/op` is process
- * CPU time per packet or round trip: more stable than wall-clock rates on a shared machine.
- *
- * Results: see README.md ("Benchmarks"), measured with `npm run bench`.
+ * Rows (resources opened once, before the timed part):
+ * - the raw ring: 32 packets written with `Ring.OutgoingRing`, committed, read with
+ *   `Ring.IncomingRing`, committed, on a ring of the channel's size (64 pages) — the baseline;
+ * - `request` round trips, sequential and with 32 in flight, server on `serve` echoing 64 B;
+ *   per-request latency from `performance.now()` inside one Effect program;
+ * - one-way `send` and `sendBatch(32)` of 64 B and 1500 B, the receiver on: the `packets` stream
+ *   (per packet, completing each), `serve` with an `Effect.gen` handler, and `serve` with a handler
+ *   that returns an `Exit` directly (`Effect.void`: the fast path issue 9 asks for); the "chunk
+ *   consumer" rows wait for a chunked `packets` API (see `chunkConsumer` below).
  */
-import * as os from "node:os"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
-import * as Fiber from "effect/Fiber"
+import type * as Layer from "effect/Layer"
 import * as Stream from "effect/Stream"
 import * as Channel from "../src/Channel.js"
 import type * as IncomingPacket from "../src/IncomingPacket.js"
 import * as InMemoryTransport from "../src/InMemoryTransport.js"
 import * as Ring from "../src/Ring.js"
+import { cpuSeconds, latencyRecorder, type Row, type Sample, type Subject, timeBoxSync } from "./harness.js"
 
 const TYPE = "f8615163-df3e-46c5-913f-f2d2f965ed0e"
 const RING_PAGES = 64
@@ -31,33 +28,8 @@ const MAX_PACKET_SIZE = 4096
 const QUOTA = 4096
 const BATCH = 32
 const CONCURRENCY = 32
-const ROW_MILLIS = 1000
-const WARMUP_MILLIS = 200
 const SIZES = [64, 1500] as const
-
-interface Row {
-  readonly row: string
-  readonly "pkts or RTs /s": string
-  readonly "MB/s": string
-  readonly "p50 µs": string
-  readonly "p99 µs": string
-  readonly "ratio to raw ring": string
-  readonly "CPU µs/op": string
-}
-
-interface Measured {
-  readonly name: string
-  readonly count: number
-  readonly seconds: number
-  /** Process CPU time (user + system) spent in the timed part, in seconds: robust to other load. */
-  readonly cpuSeconds: number
-  readonly payloadBytes: number
-  readonly latencies?: Float64Array | undefined
-  readonly rawKey?: number | undefined
-  /** For one-way rows: the (size, mode) pair the two consumers are compared on. */
-  readonly group?: string | undefined
-  readonly consumer?: Consumer | undefined
-}
+const STEP = 256 // packets between clock reads
 
 let instanceCounter = 0
 const nextInstance = (): string => {
@@ -75,19 +47,11 @@ const openPair = Effect.gen(function*() {
   return { server, client }
 })
 
-const cpuNow = (): number => {
-  const { system, user } = process.cpuUsage()
-  return (user + system) / 1e6
-}
-
-const percentile = (sorted: Float64Array, p: number): number =>
-  sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!
-
 // ---------------------------------------------------------------------------------------------
-// Raw ring (no Effect)
+// Raw ring (no Effect): the baseline
 // ---------------------------------------------------------------------------------------------
 
-const rawRing = (size: number, millis: number): Measured => {
+const rawRing = (size: number): ((millis: number) => Sample) => {
   const region = Ring.allocate(RING_PAGES * Ring.PAGE_SIZE)
   if (!(region instanceof Uint8Array)) throw new Error(`allocate: ${region.reason}`)
   const out = Ring.OutgoingRing.attach(region)
@@ -95,14 +59,9 @@ const rawRing = (size: number, millis: number): Measured => {
   if (!(out instanceof Ring.OutgoingRing) || !(incoming instanceof Ring.IncomingRing)) throw new Error("attach failed")
   const payload = new Uint8Array(size).fill(0xa5)
   const packet = { _tag: "InBand", transactionId: 0n, completionRequested: false, payload } as const
-  let count = 0
   let sink = 0
-  const cpu0 = cpuNow()
-  const start = performance.now()
-  const deadline = start + millis
-  let now = start
-  while (now < deadline) {
-    for (let b = 0; b < 64; b++) {
+  const step = () => {
+    for (let b = 0; b < STEP / BATCH; b++) {
       for (let i = 0; i < BATCH; i++) {
         const r = out.writeValidated(packet)
         if (r !== undefined) throw new Error(`write: ${r._tag}`)
@@ -114,55 +73,47 @@ const rawRing = (size: number, millis: number): Measured => {
         sink += p.payload.length
       }
       incoming.commit()
-      count += BATCH
     }
-    now = performance.now()
+    return STEP
   }
-  if (sink === 0) throw new Error("nothing read")
-  return { name: `raw ring write+read, batch ${BATCH}, ${size} B`, count, seconds: (now - start) / 1000, cpuSeconds: cpuNow() - cpu0, payloadBytes: size, rawKey: size }
+  return (millis) => {
+    const sample = timeBoxSync(millis, step)
+    if (sink === 0) throw new Error("nothing read")
+    return sample
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Round trips
 // ---------------------------------------------------------------------------------------------
 
-const roundTrips = (client: Channel.OpenedChannel, concurrency: number, millis: number, label: string) =>
+const roundTrips = (client: Channel.OpenedChannel, concurrency: number) => (millis: number) =>
   Effect.gen(function*() {
     const payload = new Uint8Array(64).fill(1)
-    let latencies = new Float64Array(1 << 20)
-    let count = 0
-    const record = (value: number) => {
-      if (count === latencies.length) {
-        const bigger = new Float64Array(latencies.length * 2)
-        bigger.set(latencies)
-        latencies = bigger
-      }
-      latencies[count++] = value
-    }
-    const cpu0 = cpuNow()
+    const latencies = latencyRecorder()
+    let ops = 0
+    const cpu0 = cpuSeconds()
     const start = performance.now()
     const deadline = start + millis
     const worker = Effect.gen(function*() {
       while (performance.now() < deadline) {
         const t0 = performance.now()
         yield* client.request(payload)
-        record(performance.now() - t0)
+        latencies.record((performance.now() - t0) * 1000)
+        ops++
       }
     })
     if (concurrency === 1) yield* worker
     else yield* Effect.all(Array.from({ length: concurrency }, () => worker), { concurrency: "unbounded", discard: true })
-    const seconds = (performance.now() - start) / 1000
-    const cpuSeconds = cpuNow() - cpu0
-    const sorted = latencies.slice(0, count).sort()
-    return { name: label, count, seconds, cpuSeconds, payloadBytes: payload.length, latencies: sorted } satisfies Measured
+    return { ops, seconds: (performance.now() - start) / 1000, cpuSeconds: cpuSeconds() - cpu0, latencies: latencies.take() } satisfies Sample
   })
 
 // ---------------------------------------------------------------------------------------------
 // One-way packets
 // ---------------------------------------------------------------------------------------------
 
-type Consumer = "packets" | "serve"
 type Mode = "send" | "sendBatch"
+type Consumer = "packets" | "serve, Effect.gen handler" | "serve, Exit handler"
 
 /** Counts received packets; `until(n)` waits until n have been received (and completed). */
 const makeCounter = () =>
@@ -186,122 +137,97 @@ const makeCounter = () =>
         target = Infinity
         reached = d
       }))
-    return { hit, until, reset, get received() { return received } }
+    return { hit, until, reset }
   })
 
-const oneWay = (size: number, mode: Mode, consumer: Consumer, millis: number) =>
-  Effect.scoped(Effect.gen(function*() {
-    const { client, server } = yield* openPair
-    const counter = yield* makeCounter()
-    const receiver = consumer === "serve"
-      ? server.serve(() => Effect.sync(counter.hit))
-      : Stream.runForEach(server.packets, (p: IncomingPacket.IncomingPacket) =>
-        Effect.zipRight(Effect.sync(counter.hit), p.complete())
+const receiverOf = (server: Channel.OpenedChannel, consumer: Consumer, hit: () => void) => {
+  switch (consumer) {
+    case "packets":
+      return Stream.runForEach(server.packets, (p: IncomingPacket.IncomingPacket) => Effect.zipRight(Effect.sync(hit), p.complete()))
+    case "serve, Effect.gen handler":
+      return server.serve(() =>
+        Effect.gen(function*() {
+          hit()
+        })
       )
-    const fiber = yield* Effect.fork(Effect.orDie(receiver))
-    const payload = new Uint8Array(size).fill(0x5a)
-    const batch = Array.from({ length: BATCH }, () => payload)
-    const chunk = 256 // packets between clock reads
-
-    const sendFor = (ms: number) =>
-      Effect.gen(function*() {
-        let sent = 0
-        const cpu0 = cpuNow()
-        const start = performance.now()
-        const deadline = start + ms
-        while (performance.now() < deadline) {
-          if (mode === "send") {
-            for (let i = 0; i < chunk; i++) yield* client.send(payload)
-          } else {
-            for (let i = 0; i < chunk; i += BATCH) yield* client.sendBatch(batch)
-          }
-          sent += chunk
-        }
-        yield* counter.until(sent)
-        return { sent, seconds: (performance.now() - start) / 1000, cpuSeconds: cpuNow() - cpu0 }
+    case "serve, Exit handler":
+      // The handler's work is synchronous; it returns an already-completed Effect.
+      return server.serve(() => {
+        hit()
+        return Effect.void
       })
-
-    yield* sendFor(WARMUP_MILLIS)
-    yield* counter.reset
-    const { cpuSeconds, seconds, sent } = yield* sendFor(millis)
-    yield* Fiber.interrupt(fiber)
-    const how = mode === "send" ? "send" : `sendBatch(${BATCH})`
-    return { name: `${how} ${size} B → ${consumer}`, count: sent, seconds, cpuSeconds, payloadBytes: size, rawKey: size, group: `${how} ${size} B`, consumer } satisfies Measured
-  }))
-
-// ---------------------------------------------------------------------------------------------
-// Program
-// ---------------------------------------------------------------------------------------------
-
-const program = Effect.gen(function*() {
-  const results: Array<Measured> = []
-
-  // Round trips: one pair, the server echoes.
-  yield* Effect.scoped(Effect.gen(function*() {
-    const { client, server } = yield* openPair
-    const fiber = yield* Effect.fork(server.serve((p) => Effect.succeed(p.payload)))
-    yield* roundTrips(client, 1, WARMUP_MILLIS, "warm-up")
-    results.push(yield* roundTrips(client, 1, ROW_MILLIS, "request/serve, sequential, 64 B"))
-    results.push(yield* roundTrips(client, CONCURRENCY, ROW_MILLIS, `request/serve, concurrency ${CONCURRENCY}, 64 B`))
-    yield* Fiber.interrupt(fiber)
-  }))
-
-  // Raw ring.
-  const raw = new Map<number, Measured>()
-  for (const size of SIZES) {
-    rawRing(size, WARMUP_MILLIS)
-    const m = rawRing(size, ROW_MILLIS)
-    raw.set(size, m)
-    results.push(m)
   }
-
-  // One-way through the channel API.
-  for (const size of SIZES) {
-    for (const mode of ["send", "sendBatch"] as const) {
-      for (const consumer of ["packets", "serve"] as const) {
-        results.push(yield* oneWay(size, mode, consumer, ROW_MILLIS))
-      }
-    }
-  }
-
-  const rows: Array<Row> = results.map((m) => {
-    const rate = m.count / m.seconds
-    const rawRate = m.rawKey === undefined ? undefined : raw.get(m.rawKey)!.count / raw.get(m.rawKey)!.seconds
-    return {
-      row: m.name,
-      "pkts or RTs /s": Math.round(rate).toLocaleString("en-US"),
-      "MB/s": (rate * m.payloadBytes / 1e6).toFixed(1),
-      "p50 µs": m.latencies ? (percentile(m.latencies, 0.5) * 1000).toFixed(1) : "",
-      "p99 µs": m.latencies ? (percentile(m.latencies, 0.99) * 1000).toFixed(1) : "",
-      "ratio to raw ring": rawRate === undefined ? "" : (rate / rawRate).toFixed(3),
-      "CPU µs/op": (m.cpuSeconds / m.count * 1e6).toFixed(2)
-    }
-  })
-  // Which consumer is faster, per (size, mode), judged by CPU per packet (wall rates are noisy on a
-  // shared machine); the table shows both.
-  const notes: Array<string> = []
-  const groups = new Map<string, Array<Measured>>()
-  for (const m of results) if (m.group !== undefined) groups.set(m.group, [...(groups.get(m.group) ?? []), m])
-  for (const [group, ms] of groups) {
-    const [best, other] = [...ms].sort((a, b) => a.cpuSeconds / a.count - b.cpuSeconds / b.count)
-    if (best === undefined || other === undefined) continue
-    const gain = (other.cpuSeconds / other.count) / (best.cpuSeconds / best.count)
-    notes.push(`${group}: ${best.consumer} is faster (${gain.toFixed(2)}x less CPU per packet than ${other.consumer})`)
-  }
-  return { rows, notes }
-})
-
-export async function run(): Promise<void> {
-  const load = os.loadavg().map((x) => x.toFixed(2)).join(" ")
-  const { notes, rows } = await Effect.runPromise(program.pipe(Effect.provide(InMemoryTransport.layer)))
-  console.log(
-    `channel over InMemoryTransport, rings ${RING_PAGES}+${RING_PAGES} pages, ~${ROW_MILLIS} ms per row; ` +
-      `${os.cpus().length} CPUs, load average ${load} at start. Round-trip MB/s counts request payload only.`
-  )
-  console.table(rows)
-  for (const note of notes) console.log(note)
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  await run()
+const oneWay = (size: number, mode: Mode, consumer: Consumer) =>
+  Effect.gen(function*() {
+    const { client, server } = yield* openPair
+    const counter = yield* makeCounter()
+    yield* Effect.forkScoped(Effect.orDie(receiverOf(server, consumer, counter.hit)))
+    const payload = new Uint8Array(size).fill(0x5a)
+    const batch = Array.from({ length: BATCH }, () => payload)
+    return (millis: number) =>
+      Effect.gen(function*() {
+        yield* counter.reset
+        let sent = 0
+        const cpu0 = cpuSeconds()
+        const start = performance.now()
+        const deadline = start + millis
+        while (performance.now() < deadline) {
+          if (mode === "send") {
+            for (let i = 0; i < STEP; i++) yield* client.send(payload)
+          } else {
+            for (let i = 0; i < STEP; i += BATCH) yield* client.sendBatch(batch)
+          }
+          sent += STEP
+        }
+        yield* counter.until(sent)
+        return { ops: sent, seconds: (performance.now() - start) / 1000, cpuSeconds: cpuSeconds() - cpu0 } satisfies Sample
+      })
+  })
+
+/**
+ * The "chunk consumer" row of issue 9: `sendBatch(32)` → a `packets` stream consumed by chunk (one
+ * pull per ring batch). `OpenedChannel` has no chunked `packets` yet; when it has, measure it here
+ * (same shape as `oneWay`) and set `measure` on the row.
+ */
+const chunkConsumer: { readonly pending: string } = { pending: "needs a chunked packets stream (issue 9, item 2)" }
+
+// ---------------------------------------------------------------------------------------------
+// The subject
+// ---------------------------------------------------------------------------------------------
+
+const rows = Effect.gen(function*() {
+  const out: Array<Row> = []
+  for (const size of SIZES) {
+    const raw = rawRing(size)
+    out.push({ name: `raw ring ${size} B`, unit: "packet", bytesPerOp: size, baseline: true, measure: (ms) => Effect.sync(() => raw(ms)) })
+  }
+  const { client, server } = yield* openPair
+  yield* Effect.forkScoped(server.serve((p) => Effect.succeed(p.payload)))
+  out.push({ name: "request/serve, sequential, 64 B", unit: "round trip", bytesPerOp: 64, measure: roundTrips(client, 1) })
+  out.push({ name: `request/serve, ${CONCURRENCY} in flight, 64 B`, unit: "round trip", bytesPerOp: 64, measure: roundTrips(client, CONCURRENCY) })
+  for (const size of SIZES) {
+    for (const mode of ["send", "sendBatch"] as const) {
+      const how = mode === "send" ? "send" : `sendBatch(${BATCH})`
+      const compareTo = `raw ring ${size} B`
+      for (const consumer of ["packets", "serve, Effect.gen handler", "serve, Exit handler"] as const) {
+        const measure = yield* oneWay(size, mode, consumer)
+        out.push({ name: `${how} ${size} B → ${consumer}`, unit: "packet", bytesPerOp: size, compareTo, measure })
+      }
+      out.push({ name: `${how} ${size} B → packets, chunk consumer`, unit: "packet", bytesPerOp: size, compareTo, ...chunkConsumer })
+    }
+  }
+  return out
+})
+
+export const subject: Subject<Layer.Layer.Success<typeof InMemoryTransport.layer>> = {
+  name: "channel",
+  title: "the Effect channel layer over InMemoryTransport",
+  description: [
+    `Rings ${RING_PAGES}+${RING_PAGES} pages, maxPacketSize ${MAX_PACKET_SIZE}, quota ${QUOTA}; one-way rows count a packet when the receiver has it`,
+    "(and completed it); round-trip MB/s counts the request payload. Baseline: the raw ring (write 32, commit, read 32, commit), same run."
+  ],
+  rows,
+  layer: InMemoryTransport.layer
 }

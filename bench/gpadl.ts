@@ -2,27 +2,27 @@
  * Bulk-transfer benchmark: GPA-direct page ranges against in-band copies, over `InMemoryTransport`.
  *
  * One client/server pair, rings 64 + 64 pages, `maxPacketSize` 4096, quota 4096. For each transfer
- * size (64 KiB, 1 MiB) the client's data sits in a guest buffer, and each row moves it repeatedly for
- * ~1 s (after a 200 ms warm-up):
+ * size (64 KiB, 1 MiB) the client's data sits in a guest buffer, and each row moves it repeatedly
+ * (time-boxed rounds, rows interleaved: bench/harness.ts):
  * - `gpa-direct`: one `request(header, { external: [buffer] })`; the server reads the whole range with
  *   `externalData` → `read()` (one copy out of guest memory) and completes with an 8-byte ack;
  * - `in-band`: the same bytes in 4000-byte chunks, `sendBatch` for all but the last and a `request`
  *   for the last; the server copies each payload into a reassembly buffer and completes the request.
  * The server consumes with the `packets` stream (in order). One transfer per row is checked byte for
- * byte after the timed part. MB/s is 10^6 bytes of transfer payload per second; requests/s counts
- * completed transfers (one `request` each); packets/s counts ring packets (GPA-direct: 1 per transfer).
+ * byte after each timed part. MB/s is 10^6 bytes of transfer payload per second; ops/s counts
+ * completed transfers (one `request` each).
  *
- * Run: `npx tsx bench/gpadl.ts` (or call `run()`).
+ * Run: `npm run bench -- gpadl`.
  */
-import * as os from "node:os"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as Fiber from "effect/Fiber"
+import type * as Layer from "effect/Layer"
 import * as Stream from "effect/Stream"
 import * as Channel from "../src/Channel.js"
 import * as GuestMemory from "../src/GuestMemory.js"
 import type * as IncomingPacket from "../src/IncomingPacket.js"
 import * as InMemoryTransport from "../src/InMemoryTransport.js"
+import { cpuSeconds, type Row, type Sample, type Subject } from "./harness.js"
 
 const TYPE = "6b3a1f0e-2d4c-4e5f-8a9b-0c1d2e3f4a5b"
 const INSTANCE = "7c4b2a1f-3e5d-4f6a-9b0c-1d2e3f4a5b6c"
@@ -30,21 +30,10 @@ const RING_PAGES = 64
 const MAX_PACKET_SIZE = 4096
 const QUOTA = 4096
 const CHUNK = 4000
-const ROW_MILLIS = 1000
-const WARMUP_MILLIS = 200
 const SIZES = [64 * 1024, 1024 * 1024] as const
 const ACK = new Uint8Array([0x41, 0x43, 0x4b, 0, 0, 0, 0, 0])
 
 type Mode = "gpa-direct" | "in-band"
-
-interface Measured {
-  readonly size: number
-  readonly mode: Mode
-  readonly transfers: number
-  readonly packets: number
-  readonly seconds: number
-  readonly cpuSeconds: number
-}
 
 /** The server side: reads GPA-direct ranges, reassembles in-band chunks; acks each request. */
 const makeServer = (server: Channel.OpenedChannel) => {
@@ -92,21 +81,18 @@ const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => {
   return true
 }
 
-const cpuSeconds = (): number => {
-  const usage = process.cpuUsage()
-  return (usage.user + usage.system) / 1e6
-}
+const formatSize = (bytes: number): string => (bytes >= 1024 * 1024 ? `${bytes / (1024 * 1024)} MiB` : `${bytes / 1024} KiB`)
 
-const program = Effect.gen(function*() {
+const rows = Effect.gen(function*() {
   const common = { interfaceType: TYPE, interfaceInstance: INSTANCE, maxPacketSize: MAX_PACKET_SIZE, transactionQuota: QUOTA }
   const [server, client] = yield* Effect.all([
     Channel.open({ role: "server", ...common }),
     Channel.open({ role: "client", ...common, outgoingRingPages: RING_PAGES, incomingRingPages: RING_PAGES })
   ], { concurrency: 2 })
   const serverSide = makeServer(server)
-  const serverFiber = yield* Effect.fork(serverSide.loop)
+  yield* Effect.forkScoped(serverSide.loop)
   const header = new Uint8Array(8)
-  const results: Array<Measured> = []
+  const out: Array<Row> = []
 
   for (const size of SIZES) {
     const buffer = yield* GuestMemory.allocate(size / GuestMemory.PAGE_SIZE)
@@ -114,68 +100,44 @@ const program = Effect.gen(function*() {
     const chunks = chunksOf(buffer.bytes)
     const head = chunks.slice(0, -1)
     const last = chunks[chunks.length - 1]!
-
     const transfer: Record<Mode, Effect.Effect<unknown, unknown>> = {
       "gpa-direct": client.request(header, { external: [buffer] }),
       "in-band": Effect.zipRight(client.sendBatch(head), client.request(last))
     }
-    const packetsPerTransfer: Record<Mode, number> = { "gpa-direct": 1, "in-band": chunks.length }
-
-    for (const mode of ["gpa-direct", "in-band"] as const) {
-      const once = transfer[mode]
-      const warmUntil = performance.now() + WARMUP_MILLIS
-      while (performance.now() < warmUntil) yield* once
-      let transfers = 0
-      const cpu0 = cpuSeconds()
-      const t0 = performance.now()
-      let now = t0
-      while (now - t0 < ROW_MILLIS) {
+    const measure = (mode: Mode) => (millis: number) =>
+      Effect.gen(function*() {
+        const once = transfer[mode]
+        let ops = 0
+        const cpu0 = cpuSeconds()
+        const t0 = performance.now()
+        let now = t0
+        while (now - t0 < millis) {
+          yield* once
+          ops++
+          now = performance.now()
+        }
+        const sample = { ops, seconds: (now - t0) / 1000, cpuSeconds: cpuSeconds() - cpu0 } satisfies Sample
+        // One checked transfer: the server saw exactly the guest buffer's bytes.
         yield* once
-        transfers++
-        now = performance.now()
-      }
-      const seconds = (now - t0) / 1000
-      const cpu = cpuSeconds() - cpu0
-      // One checked transfer: the server saw exactly the guest buffer's bytes.
-      yield* once
-      const seen = mode === "gpa-direct" ? serverSide.lastGpa() : serverSide.lastInBand()
-      if (!sameBytes(seen, buffer.bytes)) return yield* Effect.dieMessage(`${mode} ${size}: the server saw different bytes`)
-      results.push({ size, mode, transfers, packets: transfers * packetsPerTransfer[mode], seconds, cpuSeconds: cpu })
-    }
+        const seen = mode === "gpa-direct" ? serverSide.lastGpa() : serverSide.lastInBand()
+        if (!sameBytes(seen, buffer.bytes)) return yield* Effect.dieMessage(`${mode} ${size}: the server saw different bytes`)
+        return sample
+      })
+    const baseline = `in-band ${formatSize(size)}`
+    out.push({ name: baseline, unit: "transfer", bytesPerOp: size, baseline: true, measure: measure("in-band") })
+    out.push({ name: `GPA direct ${formatSize(size)}`, unit: "transfer", bytesPerOp: size, compareTo: baseline, measure: measure("gpa-direct") })
   }
-  yield* Fiber.interrupt(serverFiber)
-  return results
+  return out
 })
 
-const formatSize = (bytes: number): string => (bytes >= 1024 * 1024 ? `${bytes / (1024 * 1024)} MiB` : `${bytes / 1024} KiB`)
-
-export async function run(): Promise<void> {
-  const load = os.loadavg().map((x) => x.toFixed(2)).join(" ")
-  const started = performance.now()
-  const results = await Effect.runPromise(
-    Effect.scoped(program).pipe(Effect.provide(InMemoryTransport.layer))
-  )
-  const rate = (m: Measured) => (m.transfers * m.size) / m.seconds / 1e6
-  const rows = results.map((m) => {
-    const gpa = results.find((r) => r.size === m.size && r.mode === "gpa-direct")!
-    return {
-      size: formatSize(m.size),
-      mode: m.mode,
-      "MB/s": rate(m).toFixed(1),
-      "requests/s": Math.round(m.transfers / m.seconds).toLocaleString("en-US"),
-      "packets/s": Math.round(m.packets / m.seconds).toLocaleString("en-US"),
-      "CPU µs/transfer": (m.cpuSeconds / m.transfers * 1e6).toFixed(0),
-      "GPA-direct / in-band": m.mode === "in-band" ? (rate(gpa) / rate(m)).toFixed(2) : ""
-    }
-  })
-  console.log(
-    `bulk transfer over InMemoryTransport: rings ${RING_PAGES}+${RING_PAGES} pages, maxPacketSize ${MAX_PACKET_SIZE}, ` +
-      `in-band chunks ${CHUNK} B; ~${ROW_MILLIS} ms per row; ${os.cpus().length} CPUs, load average ${load} at start.`
-  )
-  console.table(rows)
-  console.log(`total ${((performance.now() - started) / 1000).toFixed(1)} s`)
-}
-
-if (import.meta.url === `file://${process.argv[1]}`) {
-  await run()
+export const subject: Subject<Layer.Layer.Success<typeof InMemoryTransport.layer>> = {
+  name: "gpadl",
+  title: "bulk transfer: GPA-direct page ranges vs in-band chunks",
+  description: [
+    `One client/server pair, rings ${RING_PAGES}+${RING_PAGES} pages, maxPacketSize ${MAX_PACKET_SIZE}; one op = one transfer of the size`,
+    `named (GPA direct: one request naming the pinned guest buffer, the server reads it through externalData; in-band: ${CHUNK}-byte`,
+    "chunks, sendBatch for all but the last, request for the last). Each round ends with a byte-for-byte check of one transfer."
+  ],
+  rows,
+  layer: InMemoryTransport.layer
 }

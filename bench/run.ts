@@ -1,39 +1,50 @@
-// Runs the benchmark modules in turn: `npm run bench` runs every one that exists, `npm run bench -- ring`
-// (or `npx tsx bench/run.ts ring gpadl`) only the named ones. Each module exports
-// `async function run(): Promise<void>`.
-import { existsSync } from "node:fs"
+// Runs the benchmark subjects (see bench/args.ts for the command line) and prints one table per
+// subject in the same format (bench/harness.ts). `npm run bench` runs this file compiled; it also
+// runs under tsx (`npx tsx bench/run.ts ring`), slower.
+import * as Effect from "effect/Effect"
+import { writeFileSync } from "node:fs"
+import * as os from "node:os"
+import { parseOrExit, type SubjectName } from "./args.js"
+import { formatHeading, formatTable, runSubject, type Subject, type SubjectResult } from "./harness.js"
 
-const MODULES = ["ring", "channel", "gpadl", "sharedMemory", "uio"] as const
+const progress = (text: string): void => {
+  if (process.stderr.isTTY) process.stderr.write(`\r\u001b[2K${text}`)
+  else process.stderr.write(`${text}\n`)
+}
+const endProgress = (): void => {
+  if (process.stderr.isTTY) process.stderr.write("\r\u001b[2K")
+}
 
-interface BenchModule {
-  readonly run: () => Promise<void>
+const load = async (name: SubjectName): Promise<Subject<any>> => {
+  const module = (await import(`./${name}.js`)) as { readonly subject?: Subject<any> }
+  if (module.subject === undefined) throw new Error(`bench/${name} does not export a subject`)
+  return module.subject
 }
 
 const main = async (): Promise<void> => {
-  const wanted = process.argv.slice(2).filter((arg) => !arg.startsWith("-"))
-  const unknown = wanted.filter((name) => !(MODULES as ReadonlyArray<string>).includes(name))
-  if (unknown.length > 0) {
-    console.error(`unknown bench ${unknown.join(", ")}; available: ${MODULES.join(", ")}`)
-    process.exitCode = 2
-    return
-  }
+  const args = parseOrExit(process.argv.slice(2))
+  if (args === undefined) return
   const started = performance.now()
-  for (const name of MODULES) {
-    if (wanted.length > 0 && !wanted.includes(name)) continue
-    const file = new URL(`./${name}.ts`, import.meta.url)
-    // A module not written yet is skipped; any error inside an existing module is reported.
-    if (!existsSync(file)) {
-      if (wanted.includes(name)) console.log(`bench/${name}.ts does not exist yet; skipped`)
-      continue
-    }
-    const module = (await import(file.href)) as Partial<BenchModule>
-    if (typeof module.run !== "function") {
-      console.error(`bench/${name}.ts does not export run()`)
-      process.exitCode = 1
-      continue
-    }
-    console.log(`\n== bench/${name}.ts`)
-    await module.run()
+  const results: Array<SubjectResult> = []
+  const compiled = import.meta.url.endsWith(".js")
+  console.log(`benchmarks: ${args.subjects.join(", ")}; ${compiled ? "compiled JavaScript, plain node" : "through tsx (slower than a build)"}`)
+  for (const name of args.subjects) {
+    const subject = await load(name)
+    const result = await Effect.runPromise(runSubject(subject, args, progress))
+    endProgress()
+    results.push(result)
+    console.log(`\n${formatHeading(result)}\n\n${formatTable(result)}`)
+  }
+  if (args.json !== undefined) {
+    const cpus = os.cpus()
+    writeFileSync(args.json, JSON.stringify({
+      node: process.version,
+      compiled,
+      cpus: { count: cpus.length, model: cpus[0]?.model },
+      date: new Date().toISOString(),
+      subjects: results
+    }, null, 2))
+    console.log(`\nwrote ${args.json}`)
   }
   console.log(`\ndone in ${((performance.now() - started) / 1000).toFixed(1)} s`)
 }

@@ -1,48 +1,72 @@
-// Measurements shared by both sides of bench/sharedMemory.ts.
-import { Effect } from "effect"
+// What both threads of bench/sharedMemory.ts share: the channel rows (measured by whichever thread
+// holds the client) and the messages between the host thread and the worker.
+import * as Effect from "effect/Effect"
 import type * as Channel from "../src/Channel.js"
+import { cpuSeconds, latencyRecorder, type Sample } from "./harness.js"
 
 export const TYPE = "f8615163-df3e-46c5-913f-f2d2f965ed0e"
-export const INSTANCE = "3c9d1a2e-5b7f-4e21-9a0c-6d8e4f1b2a30"
+export const WORKER_INSTANCE = "3c9d1a2e-5b7f-4e21-9a0c-6d8e4f1b2a30"
+export const IN_THREAD_INSTANCE = "3c9d1a2e-5b7f-4e21-9a0c-6d8e4f1b2a31"
+export const PAYLOAD = 64
+export const BATCH = 32
+export const CONCURRENCY = 32
 
-export interface Row {
-  readonly row: string
-  readonly perSecond: number
-  readonly p50: number | undefined
-  readonly p99: number | undefined
-}
+export const CHANNEL_ROWS = ["request/serve, sequential", `request/serve, ${CONCURRENCY} in flight`, "send (one-way)", `sendBatch(${BATCH}) (one-way)`] as const
+export type ChannelRow = (typeof CHANNEL_ROWS)[number]
 
-const SEQUENTIAL = 3000
-const CONCURRENT = 20_000
-const ONE_WAY = 50_000
+/** Host → worker: measure one row, or stop. */
+export type Command = { readonly type: "measure"; readonly row: ChannelRow; readonly millis: number } | { readonly type: "close" }
+/** Worker → host. */
+export type Reply = { readonly type: "sample"; readonly sample: Sample } | { readonly type: "error"; readonly message: string }
+/** Host → worker on the echo port (the MessagePort baselines). */
+export type EchoMessage =
+  | { readonly k: "echo"; readonly p: Uint8Array }
+  | { readonly k: "one"; readonly p: Uint8Array }
+  | { readonly k: "batch"; readonly p: ReadonlyArray<Uint8Array> }
+  | { readonly k: "sync" }
 
-/** Round trips (sequential, with latency percentiles; then 32 in flight) and one-way sends. */
-export const measure = (client: Channel.OpenedChannel): Effect.Effect<ReadonlyArray<Row>, Channel.RequestError> =>
+const STEP = 256
+
+/** The channel rows, measured on `client` (the server echoes). */
+export const measureRow = (client: Channel.OpenedChannel, row: ChannelRow, millis: number): Effect.Effect<Sample, Channel.RequestError> =>
   Effect.gen(function*() {
-    const payload = new Uint8Array(64)
-    for (let i = 0; i < 500; i++) yield* client.request(payload)
-    const latencies = new Float64Array(SEQUENTIAL)
-    let start = performance.now()
-    for (let i = 0; i < SEQUENTIAL; i++) {
-      const t = performance.now()
-      yield* client.request(payload)
-      latencies[i] = (performance.now() - t) * 1000
+    const payload = new Uint8Array(PAYLOAD).fill(7)
+    const batch = Array.from({ length: BATCH }, () => payload)
+    const cpu0 = cpuSeconds()
+    const start = performance.now()
+    const deadline = start + millis
+    let ops = 0
+    const done = (latencies?: Float64Array): Sample => ({ ops, seconds: (performance.now() - start) / 1000, cpuSeconds: cpuSeconds() - cpu0, latencies })
+    switch (row) {
+      case "request/serve, sequential": {
+        const latencies = latencyRecorder()
+        while (performance.now() < deadline) {
+          const t0 = performance.now()
+          yield* client.request(payload)
+          latencies.record((performance.now() - t0) * 1000)
+          ops++
+        }
+        return done(latencies.take())
+      }
+      case `request/serve, ${CONCURRENCY} in flight`: {
+        const worker = Effect.gen(function*() {
+          while (performance.now() < deadline) {
+            yield* client.request(payload)
+            ops++
+          }
+        })
+        yield* Effect.all(Array.from({ length: CONCURRENCY }, () => worker), { concurrency: "unbounded", discard: true })
+        return done()
+      }
+      case "send (one-way)":
+      case `sendBatch(${BATCH}) (one-way)`: {
+        while (performance.now() < deadline) {
+          if (row === "send (one-way)") for (let i = 0; i < STEP; i++) yield* client.send(payload)
+          else for (let i = 0; i < STEP; i += BATCH) yield* client.sendBatch(batch)
+          ops += STEP
+        }
+        yield* client.request(payload) // in order: done when every packet was handled
+        return done()
+      }
     }
-    const sequential = SEQUENTIAL / ((performance.now() - start) / 1000)
-    latencies.sort()
-    start = performance.now()
-    yield* Effect.forEach(Array.from({ length: CONCURRENT }), () => client.request(payload), {
-      concurrency: 32,
-      discard: true
-    })
-    const concurrent = CONCURRENT / ((performance.now() - start) / 1000)
-    start = performance.now()
-    for (let i = 0; i < ONE_WAY; i++) yield* client.send(payload)
-    yield* client.request(payload) // in order: done when every send was handled
-    const oneWay = ONE_WAY / ((performance.now() - start) / 1000)
-    return [
-      { row: "request/serve, sequential, 64 B", perSecond: sequential, p50: latencies[SEQUENTIAL / 2]!, p99: latencies[Math.floor(SEQUENTIAL * 0.99)]! },
-      { row: "request/serve, concurrency 32, 64 B", perSecond: concurrent, p50: undefined, p99: undefined },
-      { row: "send 64 B (one-way)", perSecond: oneWay, p50: undefined, p99: undefined }
-    ]
   })

@@ -1,20 +1,63 @@
-// The guest thread of bench/sharedMemory.ts: the same measurements as the in-thread rows, through
-// SharedMemoryTransport.
-import { Effect } from "effect"
+// The worker thread of bench/sharedMemory.ts: a client over SharedMemoryTransport that measures the
+// row the host names (so host and worker rows interleave), and the echo end of the MessagePort
+// baselines.
+import * as Effect from "effect/Effect"
+import * as Queue from "effect/Queue"
 import type { MessagePort } from "node:worker_threads"
 import { parentPort, workerData } from "node:worker_threads"
 import * as Channel from "../src/Channel.js"
 import * as SharedMemoryTransport from "../src/SharedMemoryTransport.js"
-import { measure, TYPE } from "./sharedCommon.js"
+import { type Command, type EchoMessage, measureRow, type Reply, TYPE, WORKER_INSTANCE } from "./sharedCommon.js"
 
-const data = workerData as { readonly port: MessagePort; readonly shared: SharedMemoryTransport.SharedBuffers }
+const data = workerData as {
+  readonly port: MessagePort
+  readonly echo: MessagePort
+  readonly shared: SharedMemoryTransport.SharedBuffers
+}
+
+// MessagePort baselines: echo a round trip; count one-way payloads and answer a sync with the count.
+let received = 0
+data.echo.on("message", (message: EchoMessage) => {
+  switch (message.k) {
+    case "echo":
+      data.echo.postMessage(message.p)
+      break
+    case "one":
+      received += message.p.length > 0 ? 1 : 0
+      break
+    case "batch":
+      received += message.p.length
+      break
+    case "sync":
+      data.echo.postMessage(received)
+      break
+  }
+})
+
+const reply = (message: Reply) => parentPort!.postMessage(message)
 
 const program = Effect.gen(function*() {
-  const client = yield* Channel.open({ role: "client", interfaceType: TYPE, outgoingRingPages: 64, incomingRingPages: 64 })
-  return yield* measure(client)
+  const commands = yield* Queue.unbounded<Command>()
+  parentPort!.on("message", (command: Command) => Queue.unsafeOffer(commands, command))
+  const client = yield* Channel.open({
+    role: "client",
+    interfaceType: TYPE,
+    interfaceInstance: WORKER_INSTANCE,
+    outgoingRingPages: 64,
+    incomingRingPages: 64
+  })
+  reply({ type: "sample", sample: { ops: 0, seconds: 0, cpuSeconds: 0 } }) // ready
+  for (;;) {
+    const command = yield* Queue.take(commands)
+    if (command.type === "close") return
+    reply({ type: "sample", sample: yield* measureRow(client, command.row, command.millis) })
+  }
 }).pipe(Effect.scoped, Effect.provide(SharedMemoryTransport.layerGuest(data.port, data.shared)))
 
 Effect.runPromise(program).then(
-  (rows) => parentPort!.postMessage({ ok: true, rows }),
-  (error: unknown) => parentPort!.postMessage({ ok: false, error: String(error) })
+  () => {
+    data.echo.close()
+    parentPort!.close()
+  },
+  (error: unknown) => reply({ type: "error", message: String(error) })
 )

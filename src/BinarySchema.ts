@@ -29,6 +29,8 @@ import type * as ParseResult from "effect/ParseResult"
 import * as internal from "./internal/binarySchema.js"
 
 /**
+ * Brands field descriptions (`u8`, `guid`, `bytes(n)`, …).
+ *
  * @since 0.1.0
  * @category symbols
  */
@@ -41,6 +43,8 @@ export const FieldTypeId: typeof internal.FieldTypeId = internal.FieldTypeId
 export type FieldTypeId = typeof FieldTypeId
 
 /**
+ * Brands struct schemas made by `struct` (see `isStruct`).
+ *
  * @since 0.1.0
  * @category symbols
  */
@@ -62,42 +66,57 @@ export type StructTypeId = typeof StructTypeId
 export interface Field<out A> extends internal.Field<A> {}
 
 /**
+ * An unsigned little-endian integer field of 1, 2 or 4 bytes (`u8`, `u16`, `u32`), decoded to a `number`.
+ *
  * @since 0.1.0
  * @category models
  */
 export interface UInt extends internal.UInt {}
 
 /**
+ * An unsigned little-endian 64-bit field (`u64`), decoded to a `bigint`.
+ *
  * @since 0.1.0
  * @category models
  */
 export interface U64 extends internal.U64 {}
 
 /**
+ * A 16-byte GUID field in the Windows mixed-endian layout (`guid`), decoded to a lowercase string.
+ *
  * @since 0.1.0
  * @category models
  */
 export interface Guid extends internal.Guid {}
 
 /**
+ * A fixed-size byte field (`bytes(n)`), decoded to a `Uint8Array`.
+ *
  * @since 0.1.0
  * @category models
  */
 export interface Bytes extends internal.Bytes {}
 
 /**
+ * A fixed-size UTF-16LE string field (`utf16(n)`), NUL-padded.
+ *
  * @since 0.1.0
  * @category models
  */
 export interface Utf16 extends internal.Utf16 {}
 
 /**
+ * Reserved or padding bytes (`reserved(n)`, `padding(n)`): written as zeros, absent from the decoded value.
+ *
  * @since 0.1.0
  * @category models
  */
 export interface Reserved extends internal.Reserved {}
 
 /**
+ * A variable-length array of structs whose element count is another field of the same struct
+ * (`array(countField, struct)`).
+ *
  * @since 0.1.0
  * @category models
  */
@@ -121,6 +140,9 @@ export type Fields = internal.Fields
 export type StructType<F extends Fields> = internal.StructType<F>
 
 /**
+ * Options of `struct`: a name for error messages, and whether trailing bytes are refused (the default) or
+ * ignored.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -255,6 +277,8 @@ export const array: <const C extends string, S extends Struct<any>>(
 export const struct: <const F extends Fields>(fields: F, options?: StructOptions) => Struct<F> = internal.struct
 
 /**
+ * Tells whether a value is a struct schema made by `struct`.
+ *
  * @since 0.1.0
  * @category refinements
  */

@@ -23,18 +23,28 @@ import type { InvalidParameter } from "./VmbusError.js"
  * Common fields and defaults: `maxPacketSize` 4096 (largest payload sent or completion returned; bounds
  * the length of an accepted incoming packet; `16 + roundUp8(size) + 8` must fit each ring), `transactionQuota` 64 (incoming packets delivered and not completed),
  * `maxOutstandingTransactions` 1024, `maxExternalPages` 1024, `drainTimeoutMillis` 5000,
- * `openTimeoutMillis` 10000, `failureCompletion` (payload of automatic failure completions, default
- * empty), `strictCompletions` false (an unknown completion ends the channel when true),
- * `readBatchLimit` 128 (packets per wake-up), `name` (metric label).
+ * `openTimeoutMillis` 10000, `strictCompletions` false (an unknown completion ends the channel when
+ * true), `readBatchLimit` 128 (packets per wake-up), `metricsFlushMillis` 1000, `name` (metric label).
  *
- * Metrics (Effect `Metric`, labelled `channel` and `role`; flushed by the receive loop every 256 events
- * and at close, so `stats` is the exact, immediate view): `vmbus_packets_sent`, `vmbus_bytes_sent`,
+ * **`failureCompletion`** (default: empty): the payload of every completion the library writes on the
+ * application's behalf — a `serve` handler that fails, dies or returns a result too large to send, a
+ * packet whose scope closes without `complete`, packets still held at close. With the default the
+ * requester cannot tell a failure from a successful empty reply: give the channel a payload your
+ * protocol reads as an error (a status word, say). Handler failures are also reported on `events`
+ * (`HandlerFailed`) and logged at warning level.
+ *
+ * Metrics (Effect `Metric`, labelled `channel` and `role`): `vmbus_packets_sent`, `vmbus_bytes_sent`,
  * `vmbus_packets_received`, `vmbus_bytes_received`, `vmbus_completions_sent`,
  * `vmbus_completions_received`, `vmbus_unknown_completions`, `vmbus_auto_completed`,
  * `vmbus_handler_failures`, `vmbus_signals_sent`, `vmbus_signals_received`, `vmbus_ring_full_waits`,
- * `vmbus_requests_outstanding` (gauge). Spans: `vmbus.channel.open`, `vmbus.channel.close`,
- * `vmbus.channel.request`. `serve` runs `concurrency` workers (default: the transaction quota at the
- * time `serve` starts, at most 64; at most 1024 when given).
+ * `vmbus_requests_outstanding` (gauge), `vmbus_request_latency_ms` (histogram, request written →
+ * completion read). The channel counts in plain fields and adds the deltas to the metrics every 256
+ * events, at least every `metricsFlushMillis` while anything changed (0: no timer), and at close;
+ * `stats` is the exact, immediate view. Spans `vmbus.channel.open`, `vmbus.channel.close`,
+ * `vmbus.channel.request` (and `vmbus.gpadl.create` / `vmbus.gpadl.map`) carry
+ * `vmbus.interface_type`, `vmbus.interface_instance`, `vmbus.relid` and `vmbus.role`.
+ * `serve` runs `concurrency` workers (default: the transaction quota at the time `serve` starts, at
+ * most 64; at most 1024 when given).
  *
  * @since 0.1.0
  * @category models
@@ -64,42 +74,63 @@ export type ChannelConfigInput = internal.ChannelConfigInput
 export type ChannelState = internal.ChannelState
 
 /**
+ * Counters of one open channel: the exact, immediate view of what the channel metrics report.
+ *
  * @since 0.1.0
  * @category models
  */
 export type ChannelStats = internal.ChannelStats
 
 /**
+ * A reported problem on `events`: `UnknownCompletion` / `DuplicateCompletion` (the peer completed a
+ * transaction this side does not have), `InvalidExternalData`, `PacketFailed` (`packet.fail`),
+ * `HandlerFailed` (a `serve` handler failed and the packet got `failureCompletion`), and the fatal
+ * `RingCorrupt`. `events` is a sliding buffer of 256 per subscriber: subscribe before the traffic
+ * you want to watch.
+ *
  * @since 0.1.0
  * @category models
  */
 export type ChannelEvent = internal.ChannelEvent
 
 /**
+ * Options of `send`, `sendBatch` and `sendPacket`: what to do when the ring is full.
+ *
  * @since 0.1.0
  * @category models
  */
 export type SendOptions = internal.SendOptions
 
 /**
+ * Options of `request`: ring-full behaviour, a timeout for the wait, external data (GPA ranges or guest
+ * buffers) and a settlement callback.
+ *
  * @since 0.1.0
  * @category models
  */
 export type RequestOptions = internal.RequestOptions
 
 /**
+ * Every error a send may fail with.
+ *
  * @since 0.1.0
  * @category errors
  */
 export type SendError = internal.SendError
 
 /**
+ * Every error a request may fail with: a send error, `Cancelled` (timeout or interruption of the wait) or
+ * `TooManyTransactions`.
+ *
  * @since 0.1.0
  * @category errors
  */
 export type RequestError = internal.RequestError
 
 /**
+ * Every error receiving (`take`, `packets`, `serve`) may fail with: the open period ended, or the ring or a
+ * packet is corrupt.
+ *
  * @since 0.1.0
  * @category errors
  */

@@ -51,18 +51,24 @@ export const ChannelFlag: typeof internal.ChannelFlag = internal.ChannelFlag
 export const MAX_CHANNEL_MESSAGE_SIZE: number = internal.MAX_CHANNEL_MESSAGE_SIZE
 
 /**
+ * Bytes of the header every channel message starts with (message type and padding: 8).
+ *
  * @since 0.1.0
  * @category constants
  */
 export const HEADER_SIZE: number = internal.HEADER_SIZE
 
 /**
+ * Bytes of OFFERCHANNEL.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const OFFER_CHANNEL_SIZE: number = internal.OFFER_CHANNEL_SIZE
 
 /**
+ * Bytes of OPENCHANNEL.
+ *
  * @since 0.1.0
  * @category constants
  */
@@ -286,6 +292,8 @@ export type CompletedGpadl = internal.CompletedGpadl
 export type GpadlProgress = internal.GpadlProgress
 
 /**
+ * Options of `gpadlMessages`: the channel, the handle, the pages and the byte range.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -419,10 +427,17 @@ export const GpadlReassembler: new(options?: { readonly maxPending?: number | un
  * @category gpadl
  */
 export interface GpadlReassembler {
+  /** GPADLs whose header arrived and whose bodies are still missing. */
   readonly pendingCount: number
+  /** Whether a GPADL with this handle is being received. */
   isPending(handle: number): boolean
   /** Drops a half-received GPADL; `true` when one was pending. */
   abandon(handle: number): boolean
+  /** Drops every half-received GPADL. */
   clear(): void
+  /**
+   * Adds a GPADL_HEADER or GPADL_BODY; the result says whether the GPADL is complete (with its pages) or
+   * still needs bodies.
+   */
   push(message: GpadlHeader | GpadlBody): Either.Either<GpadlProgress, MalformedMessage>
 }

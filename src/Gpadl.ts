@@ -19,6 +19,7 @@ import type * as Channel from "./Channel.js"
 import * as ChannelMessage from "./ChannelMessage.js"
 import type * as GuestMemory from "./GuestMemory.js"
 import type * as Transport from "./Transport.js"
+import { spanAttributes } from "./internal/channelMetrics.js"
 import type {
   ChannelClosed,
   GpadlAlreadyMapped,
@@ -53,8 +54,11 @@ export const MAX_PAGES: number = ChannelMessage.MAX_GPADL_PAGES
  * @category models
  */
 export interface Gpadl {
+  /** The handle the host knows the GPADL by; pass it to the host in your protocol. */
   readonly handle: number
+  /** The guest pages the GPADL describes. */
   readonly range: Transport.GpadlRange
+  /** Whether the host was told not to map it for writing. */
   readonly readOnly: boolean
 }
 
@@ -67,6 +71,8 @@ export interface Gpadl {
 export type GpadlView = Transport.GpadlView
 
 /**
+ * Options of `create`.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -105,7 +111,7 @@ export const create = (
       channel.createGpadl(range, { readOnly: options?.readOnly, buffer }),
       (handle): Gpadl => ({ handle, range, readOnly: options?.readOnly === true })
     )
-  }).pipe(Effect.withSpan("vmbus.gpadl.create"))
+  }).pipe(Effect.withSpan("vmbus.gpadl.create", { attributes: { ...spanAttributes(channel), "vmbus.pages": toRange(source).pfns.length } }))
 
 /**
  * Maps a GPADL of a server channel for reading and writing (`write: false` for a read-only mapping).
@@ -121,4 +127,7 @@ export const map = (
   GpadlView,
   GpadlUnavailable | GpadlAlreadyMapped | GpadlWriteMapOfReadOnly | ChannelClosed | Unsupported,
   Scope.Scope
-> => channel.mapGpadl(handle, options)
+> =>
+  channel.mapGpadl(handle, options).pipe(
+    Effect.withSpan("vmbus.gpadl.map", { attributes: { ...spanAttributes(channel), "vmbus.gpadl": handle } })
+  )

@@ -17,6 +17,8 @@ import * as internal from "./internal/guestMemory.js"
 import type { InvalidParameter, OutOfMemory } from "./VmbusError.js"
 
 /**
+ * Brands `GuestMemoryShape` values (see `isGuestMemory`).
+ *
  * @since 0.1.0
  * @category symbols
  */
@@ -76,18 +78,25 @@ export interface GuestBuffer extends internal.GuestBuffer {}
 export interface GuestMemoryShape extends internal.GuestMemoryShape {}
 
 /**
+ * The guest memory service: pages shared between guest and host, named by page frame numbers.
+ * `InMemoryTransport.layer` provides it.
+ *
  * @since 0.1.0
  * @category tags
  */
 export class GuestMemory extends Context.Tag("effect-vmbus/GuestMemory")<GuestMemory, GuestMemoryShape>() {}
 
 /**
+ * Tells whether a value is a guest memory.
+ *
  * @since 0.1.0
  * @category refinements
  */
 export const isGuestMemory = (u: unknown): u is GuestMemoryShape => Predicate.hasProperty(u, TypeId)
 
 /**
+ * Options of `make`: the size of guest memory and its first PFN.
+ *
  * @since 0.1.0
  * @category models
  */

@@ -25,52 +25,72 @@ import * as BinarySchema from "./BinarySchema.js"
 // ---------------------------------------------------------------------------------------------
 
 /**
+ * IC message type: version negotiation.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const ICMSGTYPE_NEGOTIATE = 0
 /**
+ * IC message type: heartbeat.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const ICMSGTYPE_HEARTBEAT = 1
 /**
+ * IC message type: key-value pair exchange.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const ICMSGTYPE_KVPEXCHANGE = 2
 /**
+ * IC message type: shutdown request.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const ICMSGTYPE_SHUTDOWN = 3
 /**
+ * IC message type: time synchronization.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const ICMSGTYPE_TIMESYNC = 4
 /**
+ * IC message type: volume shadow copy (not implemented by this library).
+ *
  * @since 0.1.0
  * @category constants
  */
 export const ICMSGTYPE_VSS = 5
 /**
+ * IC message type: file copy (not implemented by this library).
+ *
  * @since 0.1.0
  * @category constants
  */
 export const ICMSGTYPE_FCOPY = 7
 
 /**
+ * IC header flag: the message is part of a transaction.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const ICMSGHDRFLAG_TRANSACTION = 1
 /**
+ * IC header flag: the message is a request.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const ICMSGHDRFLAG_REQUEST = 2
 /**
+ * IC header flag: the message is a response.
+ *
  * @since 0.1.0
  * @category constants
  */
@@ -119,51 +139,71 @@ export const IC_VERSION_NEGOTIATION_MAX_VER_COUNT = 100
 // Status codes (include/uapi/linux/hyperv.h), as unsigned 32-bit values of icmsg_hdr.status.
 
 /**
+ * Status: success.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const HV_S_OK = 0x00000000
 /**
+ * Status: unspecified failure.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const HV_E_FAIL = 0x80004005
 /**
+ * Status: no more data (a KVP key or index that is not there).
+ *
  * @since 0.1.0
  * @category constants
  */
 export const HV_S_CONT = 0x80070103
 /**
+ * Status: the operation is not supported.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const HV_ERROR_NOT_SUPPORTED = 0x80070032
 /**
+ * Status: the machine is locked.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const HV_ERROR_MACHINE_LOCKED = 0x800704f7
 /**
+ * Status: the device is not connected.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const HV_ERROR_DEVICE_NOT_CONNECTED = 0x8007048f
 /**
+ * Status: an argument is invalid.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const HV_INVALIDARG = 0x80070057
 /**
+ * Status: the GUID was not found.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const HV_GUID_NOTFOUND = 0x80041002
 /**
+ * Status: the object already exists.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const HV_ERROR_ALREADY_EXISTS = 0x80070050
 /**
+ * Status: the disk is full.
+ *
  * @since 0.1.0
  * @category constants
  */
@@ -172,73 +212,101 @@ export const HV_ERROR_DISK_FULL = 0x80070070
 // KVP (include/uapi/linux/hyperv.h: enum hv_kvp_exchg_op, enum hv_kvp_exchg_pool, REG_*).
 
 /**
+ * KVP operation: get a key.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const KVP_OP_GET = 0
 /**
+ * KVP operation: set a key.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const KVP_OP_SET = 1
 /**
+ * KVP operation: delete a key.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const KVP_OP_DELETE = 2
 /**
+ * KVP operation: enumerate a pool by index.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const KVP_OP_ENUMERATE = 3
 /**
+ * KVP operation: get IP configuration (not implemented by this library).
+ *
  * @since 0.1.0
  * @category constants
  */
 export const KVP_OP_GET_IP_INFO = 4
 /**
+ * KVP operation: set IP configuration (not implemented by this library).
+ *
  * @since 0.1.0
  * @category constants
  */
 export const KVP_OP_SET_IP_INFO = 5
 
 /**
+ * KVP pool 0 (Linux `KVP_POOL_EXTERNAL`): pairs the host writes for the guest.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const KVP_POOL_EXTERNAL = 0
 /**
+ * KVP pool 1 (Linux `KVP_POOL_GUEST`): pairs the guest writes for the host.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const KVP_POOL_GUEST = 1
 /**
+ * KVP pool 2 (Linux `KVP_POOL_AUTO`).
+ *
  * @since 0.1.0
  * @category constants
  */
 export const KVP_POOL_AUTO = 2
 /**
+ * KVP pool 3 (Linux `KVP_POOL_AUTO_EXTERNAL`).
+ *
  * @since 0.1.0
  * @category constants
  */
 export const KVP_POOL_AUTO_EXTERNAL = 3
 /**
+ * KVP pool 4 (Linux `KVP_POOL_AUTO_INTERNAL`).
+ *
  * @since 0.1.0
  * @category constants
  */
 export const KVP_POOL_AUTO_INTERNAL = 4
 
 /**
+ * KVP value type: a UTF-16 string.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const REG_SZ = 1
 /**
+ * KVP value type: a 32-bit integer.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const REG_U32 = 4
 /**
+ * KVP value type: a 64-bit integer.
+ *
  * @since 0.1.0
  * @category constants
  */
@@ -262,31 +330,43 @@ export const HV_KVP_EXCHANGE_MAX_VALUE_SIZE = 2048
 // Service GUIDs (include/linux/hyperv.h, HV_*_GUID).
 
 /**
+ * Interface type GUID of the shutdown service.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const HV_SHUTDOWN_GUID = "0e0b6031-5213-4934-818b-38d90ced39db"
 /**
+ * Interface type GUID of the time-sync service.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const HV_TS_GUID = "9527e630-d0ae-497b-adce-e80ab0175caf"
 /**
+ * Interface type GUID of the heartbeat service.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const HV_HEART_BEAT_GUID = "57164f39-9115-4e78-ab55-382f3bd5422d"
 /**
+ * Interface type GUID of the KVP service.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const HV_KVP_GUID = "a9a0f4e7-5a45-4d96-b827-8a841e8c03e6"
 /**
+ * Interface type GUID of the VSS service.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const HV_VSS_GUID = "35fa2e29-ea23-4236-96ae-3a6ebacba440"
 /**
+ * Interface type GUID of the file-copy service.
+ *
  * @since 0.1.0
  * @category constants
  */
@@ -564,18 +644,24 @@ const kvpMsg = <F extends BinarySchema.Fields>(fields: F, identifier: string) =>
 export const KvpGetMsg = kvpMsg({ kvp_hdr: KvpHdr, kvp_get: KvpMsgGet }, "hv_kvp_msg")
 
 /**
+ * `hv_kvp_msg` carrying a set operation.
+ *
  * @since 0.1.0
  * @category schemas
  */
 export const KvpSetMsg = kvpMsg({ kvp_hdr: KvpHdr, kvp_set: KvpMsgSet }, "hv_kvp_msg")
 
 /**
+ * `hv_kvp_msg` carrying a delete operation.
+ *
  * @since 0.1.0
  * @category schemas
  */
 export const KvpDeleteMsg = kvpMsg({ kvp_hdr: KvpHdr, kvp_delete: KvpMsgDelete }, "hv_kvp_msg")
 
 /**
+ * `hv_kvp_msg` carrying an enumerate operation.
+ *
  * @since 0.1.0
  * @category schemas
  */
@@ -926,17 +1012,23 @@ export const KVP_VERSIONS: ReadonlyArray<IcVersion> = [v(4, 0), v(3, 0), v(1, 0)
  * @category models
  */
 export interface SupportedVersions {
+  /** Framework versions, most preferred first. */
   readonly framework: ReadonlyArray<IcVersion>
+  /** Message versions, most preferred first. */
   readonly message: ReadonlyArray<IcVersion>
 }
 
 /**
+ * A successful negotiation: the versions chosen and the response to send.
+ *
  * @since 0.1.0
  * @category models
  */
 export interface Negotiated {
   readonly _tag: "Negotiated"
+  /** The framework version chosen. */
   readonly framework: IcVersion
+  /** The message version chosen. */
   readonly message: IcVersion
   /** The whole response packet, to send back with the request's transaction id. */
   readonly response: Uint8Array
@@ -952,13 +1044,19 @@ export interface Negotiated {
  */
 export interface NoCommonVersion {
   readonly _tag: "NoCommonVersion"
+  /** Which kind of version had no match, or `InvalidRequest`. */
   readonly reason: "Framework" | "Message" | "InvalidRequest"
+  /** The framework versions the host offered. */
   readonly offeredFramework: ReadonlyArray<IcVersion>
+  /** The message versions the host offered. */
   readonly offeredMessage: ReadonlyArray<IcVersion>
+  /** The response to send (counts 0/0). */
   readonly response: Uint8Array
 }
 
 /**
+ * The outcome of `negotiate`.
+ *
  * @since 0.1.0
  * @category models
  */

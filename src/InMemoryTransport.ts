@@ -18,6 +18,9 @@ import * as Transport from "./Transport.js"
 import type { InvalidParameter, OutOfMemory } from "./VmbusError.js"
 
 /**
+ * Counts of what the in-memory bus holds and has done; every resource count returns to zero once everything
+ * closed.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -28,12 +31,16 @@ export type TransportStats = internal.TransportStats & {
 }
 
 /**
+ * An open channel as the test control sees it: its relid, identity, raw rings and both endpoints' counters.
+ *
  * @since 0.1.0
  * @category models
  */
 export type OpenChannelInfo = internal.OpenChannelInfo
 
 /**
+ * One recorded control message (see `Options.recordMessages`).
+ *
  * @since 0.1.0
  * @category models
  */
@@ -62,12 +69,17 @@ export interface ControlShape {
 }
 
 /**
+ * The test control of the in-memory bus (provided by its layers): statistics, the message log, raw rings,
+ * message injection and rescinds.
+ *
  * @since 0.1.0
  * @category tags
  */
 export class Control extends Context.Tag("effect-vmbus/InMemoryTransport/Control")<Control, ControlShape>() {}
 
 /**
+ * Options of the in-memory transport.
+ *
  * @since 0.1.0
  * @category models
  */

@@ -23,6 +23,8 @@ import type {
 } from "./VmbusError.js"
 
 /**
+ * Brands `IncomingPacket` values (see `isIncomingPacket`).
+ *
  * @since 0.1.0
  * @category symbols
  */
@@ -45,6 +47,10 @@ export type TypeId = typeof TypeId
 export type Disposition = "pending" | "completed" | "autoCompleted" | "failed"
 
 /**
+ * A packet received on a channel, owned by its consumer until it is completed: exactly one of `complete` or
+ * `fail` ends it, and if neither happens before its scope closes it is completed with the channel's failure
+ * payload.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -52,11 +58,13 @@ export interface IncomingPacket {
   readonly [TypeId]: TypeId
   /** The decoded packet (a private copy, taken out of the ring before parsing). */
   readonly packet: Packet.InBandPacket | Packet.TransferPagesPacket | Packet.GpaDirectPacket
+  /** The packet kind: in-band payload, transfer-page ranges or GPA-direct ranges. */
   readonly kind: "InBand" | "TransferPages" | "GpaDirect"
   /** The payload, zero padding included (the wire has no exact length; protocols carry their own). */
   readonly payload: Uint8Array
   /** `Some(id)` only when the sender asked for a completion. */
   readonly transactionId: Option.Option<bigint>
+  /** Whether the sender asked for a completion (a request): then `complete` sends one. */
   readonly completionRequested: boolean
   /**
    * Ends processing. A completion packet carrying `payload` is sent only if the sender asked for one
@@ -89,12 +97,14 @@ export interface IncomingPacket {
  * @category models
  */
 export interface ExternalBuffer {
+  /** The length of the range in bytes. */
   readonly byteLength: number
   /** Copies `length` bytes from `offset` (defaults: the whole range). */
   readonly read: (
     offset?: number,
     length?: number
   ) => Either.Either<Uint8Array, ExternalDataUnavailable | InvalidMemoryRange | GpadlUnavailable>
+  /** Writes `data` at `offset` into the range (the sender's memory), when the range is writable. */
   readonly write: (
     offset: number,
     data: Uint8Array
@@ -102,6 +112,8 @@ export interface ExternalBuffer {
 }
 
 /**
+ * Tells whether a value is an `IncomingPacket`.
+ *
  * @since 0.1.0
  * @category refinements
  */

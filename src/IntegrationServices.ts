@@ -18,6 +18,8 @@
 import * as internal from "./internal/integrationServices.js"
 
 /**
+ * The four services: `heartbeat`, `shutdown`, `timesync`, `kvp`.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -40,6 +42,8 @@ export const ServiceGuids: Readonly<Record<ServiceName, string>> = internal.Serv
 export const IC_MAX_PACKET_SIZE: number = internal.IC_MAX_PACKET_SIZE
 
 /**
+ * Where the guest keeps KVP pairs, per pool. `memoryKvpStore` is one in memory; implement it to persist them.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -54,72 +58,98 @@ export type KvpStore = internal.KvpStore
 export const memoryKvpStore: () => KvpStore = internal.memoryKvpStore
 
 /**
+ * A shutdown, reboot or hibernation request the guest acknowledged.
+ *
  * @since 0.1.0
  * @category models
  */
 export type ShutdownRequest = internal.ShutdownRequest
 
 /**
+ * A host time sample as the guest received it, with the computed clock offset.
+ *
  * @since 0.1.0
  * @category models
  */
 export type TimeSample = internal.TimeSample
 
 /**
+ * The framework and message versions a service agreed on.
+ *
  * @since 0.1.0
  * @category models
  */
 export type Negotiation = internal.Negotiation
 
 /**
+ * Something the guest services did or refused, as it happened (see `GuestServices.events`).
+ *
  * @since 0.1.0
  * @category models
  */
 export type GuestEvent = internal.GuestEvent
 
 /**
+ * Options of `guest`: the shutdown effect, hibernation, the KVP store, versions and services to run.
+ *
  * @since 0.1.0
  * @category models
  */
 export type GuestOptions = internal.GuestOptions
 
 /**
+ * Counters of the guest services.
+ *
  * @since 0.1.0
  * @category models
  */
 export type GuestStats = internal.GuestStats
 
 /**
+ * The running guest services: KVP store, negotiation results, events, time samples, shutdown requests,
+ * statistics and the channels.
+ *
  * @since 0.1.0
  * @category models
  */
 export type GuestServices = internal.GuestServices
 
 /**
+ * Options of `host`: versions, reply timeout, services and instance GUIDs.
+ *
  * @since 0.1.0
  * @category models
  */
 export type HostOptions = internal.HostOptions
 
 /**
+ * The simulated host's operations: heartbeats, time samples, KVP operations and shutdown requests, each
+ * waiting for the guest's answer.
+ *
  * @since 0.1.0
  * @category models
  */
 export type HostServices = internal.HostServices
 
 /**
+ * One answer the host received from the guest, as recorded by `HostServices.replies`.
+ *
  * @since 0.1.0
  * @category models
  */
 export type Reply = internal.Reply
 
 /**
+ * One KVP pair, as enumerated.
+ *
  * @since 0.1.0
  * @category models
  */
 export type KvpEntry = internal.KvpEntry
 
 /**
+ * Every error a host operation may fail with.
+ *
  * @since 0.1.0
  * @category errors
  */

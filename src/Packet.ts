@@ -10,6 +10,8 @@ import * as L from "./internal/layout.js"
 import type { InvalidParameter, MalformedPacket, PacketTooLarge, RingCorrupt } from "./VmbusError.js"
 
 /**
+ * One range of a transfer-page packet: `byteCount` bytes at `byteOffset` into the transfer page set.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -25,24 +27,34 @@ export type TransferPageRange = internal.TransferPageRange
 export type GpaRange = internal.GpaRange
 
 /**
+ * A packet whose payload travels in the ring (`VM_PKT_DATA_INBAND`).
+ *
  * @since 0.1.0
  * @category models
  */
 export type InBandPacket = internal.InBandPacket
 
 /**
+ * A completion (`VM_PKT_COMP`): the answer to a request, matched by its transaction id.
+ *
  * @since 0.1.0
  * @category models
  */
 export type CompletionPacket = internal.CompletionPacket
 
 /**
+ * A transfer-page packet (`VM_PKT_DATA_USING_XFER_PAGES`): ranges of a transfer page set registered earlier,
+ * plus an in-band payload.
+ *
  * @since 0.1.0
  * @category models
  */
 export type TransferPagesPacket = internal.TransferPagesPacket
 
 /**
+ * A GPA-direct packet (`VM_PKT_DATA_USING_GPA_DIRECT`): guest page ranges the peer reads or writes directly,
+ * plus an in-band payload.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -71,18 +83,24 @@ export const PacketType = {
 } as const
 
 /**
+ * The descriptor flag asking the receiver for a completion (`VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED`).
+ *
  * @since 0.1.0
  * @category constants
  */
 export const FLAG_COMPLETION_REQUESTED: number = L.FLAG_COMPLETION_REQUESTED
 
 /**
+ * Bytes of the packet descriptor (16).
+ *
  * @since 0.1.0
  * @category constants
  */
 export const DESCRIPTOR_SIZE: number = L.DESCRIPTOR_SIZE
 
 /**
+ * Bytes of the trailer after every packet in the ring (8: the writer's previous write index).
+ *
  * @since 0.1.0
  * @category constants
  */
@@ -97,6 +115,9 @@ export const TRAILER_SIZE: number = L.TRAILER_SIZE
 export const MAX_PACKET_LENGTH: number = L.MAX_PACKET_LENGTH
 
 /**
+ * An in-band packet carrying `payload`; a completion is requested only when asked (`completionRequested`,
+ * with a non-zero `transactionId`).
+ *
  * @since 0.1.0
  * @category constructors
  */
@@ -111,6 +132,8 @@ export const inBand = (
 })
 
 /**
+ * A completion for `transactionId`, carrying `payload` (empty by default).
+ *
  * @since 0.1.0
  * @category constructors
  */

@@ -20,32 +20,46 @@ import type * as IncomingPacket from "./IncomingPacket.js"
 import { ProtocolError } from "./VmbusError.js"
 
 /**
+ * One message of a protocol: its numeric id and the schemas of its request and (optional) response.
+ *
  * @since 0.1.0
  * @category models
  */
 export interface MessageDefinition<Req, Res> {
+  /** The message id, a u32 written in the frame header; distinct within a protocol. */
   readonly id: number
+  /** The request's codec (a `BinarySchema` struct, or any `Schema<A, Uint8Array>`). */
   readonly request: Schema.Schema<Req, Uint8Array>
+  /** The response's codec; omit it for a message answered by an empty completion. */
   readonly response?: Schema.Schema<Res, Uint8Array> | undefined
 }
 
 /**
+ * The messages of a protocol, by name.
+ *
  * @since 0.1.0
  * @category models
  */
 export type Definitions = Record<string, MessageDefinition<any, any>>
 
 /**
+ * A protocol made by `make`: its name, its messages, and their names by id.
+ *
  * @since 0.1.0
  * @category models
  */
 export interface Protocol<D extends Definitions> {
+  /** The protocol's name, used in error messages. */
   readonly name: string
+  /** The message definitions, by name. */
   readonly messages: D
+  /** The message names, by id (to dispatch incoming messages). */
   readonly byId: ReadonlyMap<number, keyof D & string>
 }
 
 /**
+ * The request type of message `K`.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -53,6 +67,8 @@ export type RequestOf<D extends Definitions, K extends keyof D> = D[K] extends M
   : never
 
 /**
+ * The response type of message `K`.
+ *
  * @since 0.1.0
  * @category models
  */

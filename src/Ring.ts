@@ -13,12 +13,16 @@ import * as L from "./internal/layout.js"
 import { InvalidParameter } from "./VmbusError.js"
 
 /**
+ * Bytes of the control page at the start of every ring (4096).
+ *
  * @since 0.1.0
  * @category constants
  */
 export const CONTROL_PAGE_SIZE: number = L.CONTROL_PAGE_SIZE
 
 /**
+ * Bytes of a page (4096): ring sizes are multiples of it.
+ *
  * @since 0.1.0
  * @category constants
  */
@@ -47,12 +51,16 @@ export const ControlOffset = {
 export type RegionInput = internal.RegionInput
 
 /**
+ * Options of `OutgoingRing.attach`.
+ *
  * @since 0.1.0
  * @category models
  */
 export type RingOptions = internal.RingOptions
 
 /**
+ * Options of `IncomingRing.attach`.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -97,6 +105,9 @@ export type IncomingRing = internal.IncomingRing
 export type ReadResult = internal.ReadResult
 
 /**
+ * The control page of a ring as `inspect` reads it, with the bytes to read and free derived from the indices
+ * (undefined when an index is invalid).
+ *
  * @since 0.1.0
  * @category models
  */

@@ -50,7 +50,9 @@ export interface Capabilities {
  * @category models
  */
 export interface OfferIdentity {
+  /** The interface type GUID: the device class, which fixes the protocol. */
   readonly interfaceType: string
+  /** The interface instance GUID: which device of that class. */
   readonly interfaceInstance: string
   /** 0 for a primary channel. */
   readonly subChannelIndex?: number | undefined
@@ -63,6 +65,7 @@ export interface OfferIdentity {
  * @category models
  */
 export interface OpenRequest {
+  /** The interface type GUID of the channel to open. */
   readonly interfaceType: string
   /** Omit to open any instance of the type. */
   readonly interfaceInstance?: string | undefined
@@ -81,7 +84,9 @@ export interface OpenRequest {
  * @category models
  */
 export interface Endpoint {
+  /** Which end of the channel this endpoint is: `client` (guest, VSC) or `server` (host, VSP). */
   readonly role: "client" | "server"
+  /** The offer this endpoint belongs to. */
   readonly identity: OfferIdentity
   /** The relative channel id the host assigned. */
   readonly childRelid: number
@@ -161,8 +166,11 @@ export interface Endpoint {
  * @category models
  */
 export interface GpadlRange {
+  /** The guest page frame numbers, in order. */
   readonly pfns: ReadonlyArray<number>
+  /** Where the data starts in the first page (default 0). */
   readonly byteOffset?: number | undefined
+  /** How many bytes the range covers (default: every page, minus `byteOffset`). */
   readonly byteCount?: number | undefined
 }
 
@@ -174,10 +182,15 @@ export interface GpadlRange {
  * @category models
  */
 export interface GpadlView {
+  /** The GPADL's handle. */
   readonly handle: number
+  /** The length of the mapped range in bytes. */
   readonly byteLength: number
+  /** Whether the mapping allows writes. */
   readonly writable: boolean
+  /** Copies `length` bytes from `offset` of the guest pages. */
   readonly read: (offset: number, length: number) => Either.Either<Uint8Array, InvalidMemoryRange | GpadlUnavailable>
+  /** Writes `data` at `offset` into the guest pages (a writable mapping only). */
   readonly write: (
     offset: number,
     data: Uint8Array
@@ -185,11 +198,15 @@ export interface GpadlView {
 }
 
 /**
+ * Counters an endpoint keeps for its transport's statistics.
+ *
  * @since 0.1.0
  * @category models
  */
 export interface EndpointCounters {
+  /** Doorbells rung towards the other endpoint. */
   signalsSent: number
+  /** Doorbells received from the other endpoint. */
   signalsReceived: number
   /** Kept up to date by the channel: requests sent and not yet completed. */
   outstandingTransactions: number
@@ -206,18 +223,25 @@ export interface EndpointCounters {
  * @category models
  */
 export interface Offer {
+  /** The offered channel's identity. */
   readonly identity: OfferIdentity
+  /** The relative channel id the host assigned to the offer. */
   readonly childRelid: number
   /** Waits until a client opens the channel and returns the server's endpoint. */
   readonly accept: Effect.Effect<Endpoint, ChannelClosed>
 }
 
 /**
+ * What a transport does: offer channels (server role) and open them (client role), handing the channel layer
+ * an `Endpoint` with two rings and a doorbell. Implemented by every transport layer.
+ *
  * @since 0.1.0
  * @category models
  */
 export interface TransportShape {
+  /** A short name for logs and spans (`in-memory`, `shared-memory`, …). */
   readonly name: string
+  /** What the transport supports; the channel layer reports the rest as `Unsupported`. */
   readonly capabilities: Capabilities
   /** Offers a channel (server role). Closing the scope rescinds the offer and closes any open channel. */
   readonly offer: (
@@ -245,6 +269,9 @@ export interface TransportShape {
 }
 
 /**
+ * The transport service: provide one of the transport layers (`InMemoryTransport.layer`, …) and channels open
+ * through it.
+ *
  * @since 0.1.0
  * @category tags
  */

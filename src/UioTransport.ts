@@ -24,23 +24,26 @@
  *
  * Not available (typed `Unsupported`, never a crash): the server role, ring geometry, GPADL creation
  * and mapping, OPENCHANNEL user data, GPA-direct external data (user space knows no guest physical
- * addresses), and system pages other than 4 KiB. `koffi` is an optional dependency, loaded on first use.
+ * addresses), and system pages other than 4 KiB. `koffi` is an optional peer dependency (`npm install
+ * koffi`), loaded on first use.
  *
  * @since 0.1.0
  */
-import type * as FileSystem from "@effect/platform/FileSystem"
-import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import * as backend from "./internal/uio/backend.js"
+import * as files from "./internal/uio/files.js"
 import * as native from "./internal/uio/native.js"
 import * as internal from "./internal/uio/transport.js"
 import * as Transport from "./Transport.js"
 import type { Unsupported } from "./VmbusError.js"
 
 /**
+ * What `layer` needs: the device's instance GUID, and optionally other roots, the exclusive lock and
+ * the sub-channel mode.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -56,12 +59,16 @@ export interface Options extends internal.Options {}
 export type DiscoveryError = internal.DiscoveryError
 
 /**
+ * The device behind the transport (see `UioDevice`).
+ *
  * @since 0.1.0
  * @category models
  */
 export interface UioDeviceShape extends internal.UioDeviceShape {}
 
 /**
+ * Counters of the device's resources, for diagnostics and leak checks.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -85,6 +92,8 @@ export class UioDevice extends Context.Tag("effect-vmbus/UioDevice")<UioDevice, 
 export interface Backend extends backend.Backend {}
 
 /**
+ * The backend service: `layerBackend` for the real device; tests provide an emulated one.
+ *
  * @since 0.1.0
  * @category tags
  */
@@ -102,7 +111,32 @@ export const layerBackend: Layer.Layer<internal.UioBackend, Unsupported> = Layer
 )
 
 /**
- * The transport and its device over an injected backend and file system (tests, emulated devices).
+ * What discovery reads files with. `@effect/platform`'s `FileSystem` fits it as it is
+ * (`Layer.effect(UioFiles, FileSystem.FileSystem)`); the default reads through `node:fs/promises`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Files extends files.Files {}
+
+/**
+ * The file reader service discovery uses.
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export const UioFiles: typeof files.UioFiles = files.UioFiles
+
+/**
+ * Files read through `node:fs/promises`.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerFiles: Layer.Layer<files.UioFiles> = Layer.succeed(files.UioFiles, files.nodeFiles)
+
+/**
+ * The transport and its device over an injected backend and file reader (tests, emulated devices).
  *
  * @since 0.1.0
  * @category constructors
@@ -112,26 +146,28 @@ export const make = (
 ): Effect.Effect<
   { readonly transport: Transport.TransportShape; readonly device: UioDeviceShape },
   DiscoveryError,
-  Scope.Scope | internal.UioBackend | FileSystem.FileSystem
+  Scope.Scope | internal.UioBackend | files.UioFiles
 > => internal.make(options)
 
 /**
+ * `Transport` and `UioDevice` over the backend and file reader in the context.
+ *
  * @since 0.1.0
  * @category layers
  */
 export const layerWith = (
   options: Options
-): Layer.Layer<Transport.Transport | UioDevice, DiscoveryError, internal.UioBackend | FileSystem.FileSystem> =>
+): Layer.Layer<Transport.Transport | UioDevice, DiscoveryError, internal.UioBackend | files.UioFiles> =>
   Layer.scopedContext(
     Effect.map(internal.make(options), ({ device, transport }) =>
       Context.make(Transport.Transport, transport).pipe(Context.add(UioDevice, device)))
   )
 
 /**
- * The transport over the real device: `/sys`, `/dev`, koffi, Node's file system.
+ * The transport over the real device: `/sys`, `/dev`, koffi, `node:fs`.
  *
  * @since 0.1.0
  * @category layers
  */
 export const layer = (options: Options): Layer.Layer<Transport.Transport | UioDevice, DiscoveryError> =>
-  layerWith(options).pipe(Layer.provide(Layer.merge(layerBackend, NodeFileSystem.layer)))
+  layerWith(options).pipe(Layer.provide(Layer.merge(layerBackend, layerFiles)))

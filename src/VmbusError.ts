@@ -8,6 +8,8 @@ import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 
 /**
+ * Brands every effect-vmbus error (see `isVmbusError`).
+ *
  * @since 0.1.0
  * @category symbols
  */
@@ -20,6 +22,8 @@ export const TypeId: unique symbol = Symbol.for("effect-vmbus/VmbusError")
 export type TypeId = typeof TypeId
 
 /**
+ * Tells whether a value is one of effect-vmbus's errors.
+ *
  * @since 0.1.0
  * @category refinements
  */
@@ -111,11 +115,20 @@ export class OpenRejected extends Schema.TaggedError<OpenRejected>("effect-vmbus
  * @category errors
  */
 export class OpenTimeout extends Schema.TaggedError<OpenTimeout>("effect-vmbus/OpenTimeout")("OpenTimeout", {
-  timeoutMillis: Schema.Number
+  timeoutMillis: Schema.Number,
+  /** The channel waited for: its interface type, the instance if one was named, and this side's role. */
+  interfaceType: optionalString,
+  interfaceInstance: optionalString,
+  role: Schema.optional(Schema.Literal("client", "server"))
 }) {
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {
-    return `channel did not open within ${this.timeoutMillis} ms`
+    const what = this.interfaceType === undefined
+      ? "channel"
+      : `${this.role ?? "channel"} of interface ${this.interfaceType}` +
+        (this.interfaceInstance === undefined ? " (any instance)" : ` instance ${this.interfaceInstance}`)
+    const waited = this.role === "server" ? "no guest opened it" : "it did not open"
+    return `${what}: ${waited} within ${this.timeoutMillis} ms`
   }
 }
 
@@ -250,6 +263,32 @@ export class MalformedPacket extends Schema.TaggedError<MalformedPacket>("effect
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return `malformed packet: ${this.reason}${this.field ? ` (${this.field})` : ""}`
+  }
+}
+
+/**
+ * A `serve` handler failed, died or returned a result that cannot be sent; the packet was completed
+ * with the channel's `failureCompletion` payload (by default zero bytes: the requester sees a
+ * successful, empty reply) unless the handler had completed it already. Reported on the channel's
+ * `events` and logged at warning level.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class HandlerFailed extends Schema.TaggedError<HandlerFailed>("effect-vmbus/HandlerFailed")(
+  "HandlerFailed",
+  {
+    reason: Schema.String,
+    transactionId: Schema.optional(Schema.BigIntFromSelf),
+    /** False when the handler had completed the packet itself before it failed. */
+    failureCompleted: Schema.Boolean
+  }
+) {
+  readonly [TypeId]: TypeId = TypeId
+  override get message(): string {
+    const packet = this.transactionId === undefined ? "a packet" : `packet ${this.transactionId}`
+    const outcome = this.failureCompleted ? "completed with the failure payload" : "after completing it"
+    return `handler failed on ${packet}; ${outcome}: ${this.reason}`
   }
 }
 
@@ -594,6 +633,8 @@ export class DeviceMapInvalid extends Schema.TaggedError<DeviceMapInvalid>("effe
 }
 
 /**
+ * Every error effect-vmbus fails with.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -610,6 +651,7 @@ export type VmbusError =
   | TooManyTransactions
   | PacketAlreadyCompleted
   | MalformedPacket
+  | HandlerFailed
   | RingCorrupt
   | BufferTooSmall
   | ExternalDataUnavailable

@@ -1,33 +1,105 @@
-// The README's API tour, run as written (imports from the package entry point).
-import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
-import { Channel, InMemoryTransport } from "../src/index.js"
+// The README as a user reads it: every ```ts block is a complete program that type-checks (strict,
+// NodeNext, as this repository's tsconfig.json, where "effect-vmbus" maps to src/) and runs as
+// written; ```ts compile-only blocks are type-checked only. And no link leaves the repository.
+import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { dirname, join, relative, resolve } from "node:path"
+import ts from "typescript"
+import * as PackedProject from "./utils/packedProject.js"
 
-const TYPE = "f8615163-df3e-46c5-913f-f2d2f965ed0e"
-const INSTANCE = "9e5e1a6f-2c34-4b8e-9d2a-0b1c2d3e4f50"
+const root = PackedProject.repoRoot
+const readme = readFileSync(join(root, "README.md"), "utf8")
+
+interface Snippet {
+  readonly index: number
+  readonly line: number
+  readonly code: string
+  readonly run: boolean
+  readonly file: string
+}
+
+const snippetDir = join(root, ".readme-snippets")
+const snippets: Array<Snippet> = []
+for (const match of readme.matchAll(/^```(ts|typescript)([^\n]*)\n([\s\S]*?)^```$/gm)) {
+  const index = snippets.length
+  snippets.push({
+    index,
+    line: readme.slice(0, match.index).split("\n").length,
+    code: match[3]!,
+    run: !match[2]!.includes("compile-only"),
+    file: join(snippetDir, `readme-${index}.ts`)
+  })
+}
+
+// Output a snippet must print, for the snippets that say what they print.
+const expectedOutput = (code: string): ReadonlyArray<string> =>
+  code.includes("Channel.open") && code.includes("client.request")
+    ? ["Uint8Array(8) [\n  1, 2, 3, 4,\n  0, 0, 0, 0\n]"]
+    : code.includes("Ring.OutgoingRing.attach")
+    ? ["signal the reader: true", "InBand hello"]
+    : []
+
+const markdownFiles = [
+  "README.md",
+  "CHANGELOG.md",
+  ...readdirSync(join(root, "docs")).filter((name) => name.endsWith(".md")).map((name) => join("docs", name))
+]
 
 describe("README", () => {
-  it.live("the API tour runs", () =>
-    Effect.gen(function*() {
-      const program = Effect.gen(function*() {
-        yield* Effect.forkScoped(
-          Effect.gen(function*() {
-            const server = yield* Channel.open({ role: "server", interfaceType: TYPE, interfaceInstance: INSTANCE })
-            yield* server.serve((packet) => Effect.succeed(packet.payload.slice(0, 4)))
-          }).pipe(Effect.scoped)
-        )
-        const client = yield* Channel.open({
-          role: "client",
-          interfaceType: TYPE,
-          outgoingRingPages: 16,
-          incomingRingPages: 16,
-          transactionQuota: 64
-        })
-        const reply = yield* client.request(new Uint8Array([1, 2, 3, 4]), { timeout: "1 second" })
-        yield* client.send(new Uint8Array(100))
-        return reply
-      }).pipe(Effect.scoped, Effect.provide(InMemoryTransport.layer))
-      const reply = yield* program
-      assert.deepStrictEqual(Array.from(reply.subarray(0, 4)), [1, 2, 3, 4])
-    }))
+  beforeAll(() => {
+    rmSync(snippetDir, { recursive: true, force: true })
+    mkdirSync(snippetDir, { recursive: true })
+    for (const snippet of snippets) writeFileSync(snippet.file, snippet.code)
+  })
+  afterAll(() => {
+    rmSync(snippetDir, { recursive: true, force: true })
+  })
+
+  it("has TypeScript snippets, the API tour and the ring narrowing among them", () => {
+    assert.isAtLeast(snippets.length, 2)
+    assert.isTrue(snippets.some((s) => s.run && s.code.includes("Effect.runPromise(program)")), "the tour runs its program")
+    assert.isTrue(snippets.some((s) => s.run && s.code.includes("Ring.IncomingRing.attach")), "rings alone")
+  })
+
+  it("every snippet type-checks as written", () => {
+    const config = ts.getParsedCommandLineOfConfigFile(join(root, "tsconfig.json"), {}, {
+      ...ts.sys,
+      onUnRecoverableConfigFileDiagnostic: (d) => assert.fail(ts.flattenDiagnosticMessageText(d.messageText, "\n"))
+    })!
+    const program = ts.createProgram(snippets.map((s) => s.file), { ...config.options, noEmit: true })
+    const problems = snippets.flatMap((snippet) => {
+      const source = program.getSourceFile(snippet.file)!
+      return [...program.getSyntacticDiagnostics(source), ...program.getSemanticDiagnostics(source)].map((d) => {
+        const { line } = source.getLineAndCharacterOfPosition(d.start ?? 0)
+        return `README.md:${snippet.line + 1 + line}: ${ts.flattenDiagnosticMessageText(d.messageText, "\n")}`
+      })
+    })
+    assert.deepStrictEqual([...program.getOptionsDiagnostics(), ...program.getGlobalDiagnostics()].length, 0)
+    assert.deepStrictEqual(problems, [])
+  })
+
+  for (const snippet of snippets.filter((s) => s.run)) {
+    it(`the snippet at README.md line ${snippet.line} runs as written`, async () => {
+      const tsx = join(root, "node_modules", "tsx", "dist", "cli.mjs")
+      const result = await PackedProject.run(process.execPath, [tsx, snippet.file], root)
+      assert.strictEqual(result.code, 0, result.stdout + result.stderr)
+      for (const text of expectedOutput(snippet.code)) assert.include(result.stdout, text)
+    })
+  }
+
+  it("no link in the README, the changelog or docs/ leaves the repository, and every local link resolves", () => {
+    const problems: Array<string> = []
+    for (const file of markdownFiles) {
+      const text = readFileSync(join(root, file), "utf8")
+      if (text.includes("shared/spec")) problems.push(`${file}: mentions shared/spec`)
+      for (const match of text.matchAll(/\]\(([^)\s]+)\)/g)) {
+        const target = match[1]!.split("#")[0]!
+        if (target === "" || /^[a-z]+:/.test(target)) continue
+        const path = resolve(dirname(join(root, file)), target)
+        if (relative(root, path).startsWith("..")) problems.push(`${file}: ${target} is outside the repository`)
+        else if (!existsSync(path)) problems.push(`${file}: ${target} does not exist`)
+      }
+    }
+    assert.deepStrictEqual(problems, [])
+  })
 })

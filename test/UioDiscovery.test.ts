@@ -1,6 +1,5 @@
 // UioTransport's discovery over sysfs-shaped trees with something wrong in them: each a typed error that
 // names what was wrong, never a crash. No host process is needed until a device is opened.
-import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer } from "effect"
 import * as fs from "node:fs"
@@ -23,7 +22,7 @@ const withRoot = Effect.acquireRelease(
 const build = (root: string, device = INSTANCE, backend = layerEmulatedBackend) =>
   Layer.build(
     UioTransport.layerWith({ device, sysfsRoot: sysfsRoot(root), devRoot: devRoot(root) }).pipe(
-      Layer.provide(Layer.merge(backend, NodeFileSystem.layer))
+      Layer.provide(Layer.merge(backend, UioTransport.layerFiles))
     )
   )
 

@@ -9,9 +9,8 @@ import * as UioTransport from "../src/UioTransport.js"
 import { emulated } from "../src/internal/uio/emulatedBackend.js"
 import { load } from "../src/internal/uio/native.js"
 import { UioBackend } from "../src/internal/uio/transport.js"
-import { bytes, eventually, openClient, setup, tempRoot } from "./utils/uio/emulator.js"
+import { bytes, eventually, layerPlatformFiles, openClient, setup, tempRoot } from "./utils/uio/emulator.js"
 import { devRoot, INSTANCE, mapFile, sysfsRoot, writeTree } from "./utils/uio/tree.js"
-import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 
 describe.sequential("UioTransport sub-channels", () => {
   it.scopedLive("6.10 kernel: sub-channels are listed, opened (ring appearing late), polled and never unmasked", () =>
@@ -143,7 +142,7 @@ describe.sequential("UioTransport buffers and capabilities", () => {
         device: INSTANCE,
         sysfsRoot: sysfsRoot(root),
         devRoot: devRoot(root)
-      }).pipe(Layer.provide(Layer.merge(bigPages, NodeFileSystem.layer)))))
+      }).pipe(Layer.provide(Layer.merge(bigPages, layerPlatformFiles)))))
       assert.strictEqual(error._tag, "Unsupported")
       if (error._tag === "Unsupported") assert.strictEqual(error.capability, "pageSize")
     }))

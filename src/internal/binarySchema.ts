@@ -31,6 +31,7 @@ export interface Field<out A> {
 export interface UInt extends Field<number> {
   readonly _tag: "UInt"
   readonly size: 1 | 2 | 4
+  /** The largest value the field holds. */
   readonly max: number
 }
 
@@ -52,6 +53,7 @@ export interface Bytes extends Field<Uint8Array> {
 export interface Utf16 extends Field<string> {
   readonly _tag: "Utf16"
   readonly size: number
+  /** Whether the encoded string must end with a NUL within the field. */
   readonly nulTerminated: boolean
   /** Longest string (in UTF-16 code units) that can be encoded. */
   readonly maxLength: number
@@ -65,8 +67,11 @@ export interface Reserved extends Field<never> {
 export interface ArrayField<C extends string, S extends Struct<any>> extends Field<ReadonlyArray<S["Type"]>> {
   readonly _tag: "Array"
   readonly size: undefined
+  /** The name of the field that holds the element count. */
   readonly countField: C
+  /** The struct of each element. */
   readonly element: S
+  /** The most elements accepted when decoding (no limit when undefined). */
   readonly maxLength: number | undefined
 }
 
@@ -85,16 +90,23 @@ export type StructType<F extends Fields> = 0 extends (1 & F) ? any : Types.Simpl
 >
 
 export interface StructOptions {
+  /** The name used in error messages. */
   readonly identifier?: string
+  /** What decoding does with bytes after the struct: `reject` (default) or `ignore`. */
   readonly trailingBytes?: "reject" | "ignore"
 }
 
 export interface Struct<F extends Fields> extends Schema.SchemaClass<StructType<F>, Uint8Array> {
   readonly [StructTypeId]: Layout
+  /** The field descriptions, in wire order. */
   readonly fields: F
+  /** The struct's name, used in error messages. */
   readonly identifier: string
+  /** The schema of the decoded value alone (no byte codec). */
   readonly typeSchema: Schema.Schema<StructType<F>>
+  /** The encoded size in bytes; undefined when it depends on the value (arrays). */
   readonly fixedSize: number | undefined
+  /** Byte offset of each fixed-position field. */
   readonly offsets: Readonly<Record<string, number>>
 }
 

@@ -9,8 +9,6 @@ import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
-import * as Metric from "effect/Metric"
-import * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as PubSub from "effect/PubSub"
@@ -27,6 +25,7 @@ import type { GuestBuffer } from "../GuestMemory.js"
 import * as Transport from "../Transport.js"
 import type {
   GpadlAlreadyMapped,
+  HandlerFailed as HandlerFailedError,
   GpadlCreateFailed,
   GpadlTooLarge,
   GpadlUnavailable,
@@ -39,6 +38,7 @@ import {
   Cancelled,
   ChannelClosed,
   ExternalDataUnavailable,
+  HandlerFailed,
   InvalidMemoryRange,
   Unsupported,
   type CloseReason,
@@ -52,6 +52,7 @@ import {
   RingFull,
   TooManyTransactions
 } from "../VmbusError.js"
+import { ChannelMetrics, spanAttributes } from "./channelMetrics.js"
 import * as L from "./layout.js"
 import { Doorbell, Notifier, WaitQueue } from "./notifier.js"
 import * as P from "./packet.js"
@@ -81,6 +82,8 @@ const common = {
   drainTimeoutMillis: Schema.optionalWith(Schema.NonNegative, { default: () => 5000 }),
   openTimeoutMillis: Schema.optionalWith(Schema.NonNegative, { default: () => 10_000 }),
   failureCompletion: Schema.optionalWith(Schema.Uint8ArrayFromSelf, { default: () => new Uint8Array(0) }),
+  /** Metrics are flushed at least this often while anything changed (0: every 256 events and at close only). */
+  metricsFlushMillis: Schema.optionalWith(Schema.NonNegative, { default: () => 1000 }),
   strictCompletions: Schema.optionalWith(Schema.Boolean, { default: () => false }),
   readBatchLimit: Schema.optionalWith(PositiveInt, { default: () => 128 }),
   name: Schema.optional(Schema.String)
@@ -164,19 +167,33 @@ const requestPacket = (
 export type ChannelState = "Opening" | "Active" | "Paused" | "Closing" | "Closed"
 
 export interface ChannelStats {
+  /** Packets written to the outgoing ring (completions included). */
   readonly packetsSent: number
+  /** Payload bytes written to the outgoing ring. */
   readonly bytesSent: number
+  /** Packets read from the incoming ring (completions included). */
   readonly packetsReceived: number
+  /** Payload bytes read from the incoming ring. */
   readonly bytesReceived: number
+  /** Completions this channel sent for packets it received. */
   readonly completionsSent: number
+  /** Completions received for this channel's requests. */
   readonly completionsReceived: number
+  /** Packets completed with the failure payload because their consumer neither completed nor failed them. */
   readonly autoCompleted: number
+  /** Requests sent and not yet completed. */
   readonly requestsOutstanding: number
+  /** Packets handed to consumers and not yet completed (bounded by the transaction quota). */
   readonly packetsOutstanding: number
+  /** Doorbells rung towards the peer. */
   readonly signalsSent: number
+  /** Doorbells received from the peer. */
   readonly signalsReceived: number
+  /** Times a send waited for room in a full ring. */
   readonly ringFullWaits: number
+  /** Completions whose transaction id matched no pending request (reported on `events`). */
   readonly unknownCompletions: number
+  /** Packets whose `serve` handler failed, died or was interrupted (completed with the failure payload). */
   readonly handlerFailures: number
 }
 
@@ -229,35 +246,85 @@ export interface ChannelEvent {
     | "RingCorrupt"
     | "PacketFailed"
     | "InvalidExternalData"
-  readonly error: MalformedPacket | RingCorrupt
+    | "HandlerFailed"
+  /** The typed error that describes the problem. */
+  readonly error: MalformedPacket | RingCorrupt | HandlerFailedError
 }
 
 export interface Sender {
+  /**
+   * Writes one in-band packet, no completion requested; done once the packet is in the ring. A full ring
+   * waits (FIFO, with the `pending_send_sz` protocol) unless `ifFull: "fail"`.
+   */
   readonly send: (payload: Uint8Array, options?: SendOptions) => Effect.Effect<void, SendError>
 }
 
 export interface OpenedChannel extends Sender {
+  /** `client` (guest, VSC) or `server` (host, VSP). */
   readonly role: "client" | "server"
+  /** The offer's interface type and instance. */
   readonly identity: Transport.OfferIdentity
+  /** The relative channel id the host assigned. */
   readonly childRelid: number
+  /** The validated configuration, defaults filled in. */
   readonly config: ChannelConfig
+  /** The current lifecycle state. */
   readonly state: Effect.Effect<ChannelState>
+  /** Every state change, starting with the current state. */
   readonly stateChanges: Stream.Stream<ChannelState>
   /** Waits until the open period ends and returns why. */
   readonly closed: Effect.Effect<CloseReason>
+  /**
+   * Writes several in-band packets: what fits goes in with one publish and at most one signal; the rest
+   * follows packet by packet.
+   */
   readonly sendBatch: (payloads: ReadonlyArray<Uint8Array>, options?: SendOptions) => Effect.Effect<void, SendError>
+  /** Writes a packet of any kind (in-band, GPA-direct, transfer pages, completion) as it is given. */
   readonly sendPacket: (packet: PacketNs.Packet, options?: SendOptions) => Effect.Effect<void, SendError>
+  /**
+   * Sends a request (completion requested) and waits for the peer's completion; the result is its payload,
+   * zero-padded to 8 bytes as on the wire. A timeout or interruption stops the wait, not the transaction: its
+   * id stays reserved until the completion arrives or the open period ends (then `ChannelClosed`).
+   */
   readonly request: (payload: Uint8Array, options?: RequestOptions) => Effect.Effect<Uint8Array, RequestError>
+  /**
+   * Takes one incoming packet as a scoped resource: completed with the failure payload if its scope closes
+   * before `complete` or `fail`.
+   */
   readonly take: Effect.Effect<IncomingPacketNs.IncomingPacket, ReceiveError, Scope.Scope>
+  /**
+   * The incoming packets as a `Stream`: each packet is the consumer's until it pulls the next one, then it is
+   * auto-completed if still pending.
+   */
   readonly packets: Stream.Stream<IncomingPacketNs.IncomingPacket, ReceiveError>
+  /**
+   * Serves incoming packets with `handler` on a pool of workers (`concurrency`, default: the transaction
+   * quota, at most 64). The handler's result is the completion payload; if it fails, dies or is interrupted
+   * the packet is completed with the failure payload. Runs until the open period ends.
+   */
   readonly serve: <E, R>(
     handler: (packet: IncomingPacketNs.IncomingPacket) => Effect.Effect<Uint8Array | void, E, R | Scope.Scope>,
     options?: { readonly concurrency?: number | undefined }
   ) => Effect.Effect<void, ReceiveError, Exclude<R, Scope.Scope>>
+  /**
+   * Pauses the channel (KMCL `VmbChannelPause`): runs `onSuspend`, waits for packets in consumers' hands (at
+   * most `drainTimeoutMillis`), keeps undelivered packets for `start`, and fails this side's pending requests
+   * with `ChannelClosed`.
+   */
   readonly pause: Effect.Effect<void, InvalidState>
+  /** Resumes a paused channel (KMCL `VmbChannelStart`): runs the start hooks and delivers packets again. */
   readonly start: Effect.Effect<void, InvalidState>
+  /**
+   * Changes the transaction quota: how many incoming packets may be delivered and not yet completed. Beyond
+   * it packets stay in the ring, so the sender sees a full ring.
+   */
   readonly setTransactionQuota: (quota: number) => Effect.Effect<void, InvalidParameter>
+  /** The channel's counters, exact and immediate. */
   readonly stats: Effect.Effect<ChannelStats>
+  /**
+   * Problems reported on the channel, as they happen (unknown or duplicate completions, invalid external
+   * data, failed packets, corruption).
+   */
   readonly events: Stream.Stream<ChannelEvent>
   /** Client: shares guest pages with the host as a GPADL (scoped; torn down on close). */
   readonly createGpadl: (
@@ -285,30 +352,28 @@ export interface OpenedChannel extends Sender {
 }
 
 export interface Hooks<E = never> {
+  /**
+   * Runs first, once the channel is open and before any packet flows (KMCL `EvtVmbChannelOpened`). A failure
+   * rolls the open back.
+   */
   readonly onOpened?: ((channel: { readonly childRelid: number; readonly identity: Transport.OfferIdentity }) => Effect.Effect<void, E>) | undefined
+  /**
+   * Runs next, with `send` only (KMCL `EvtVmbChannelStarted`: the incoming queue is not running, so nothing
+   * here may wait for a reply). A failure rolls the open back.
+   */
   readonly onStarted?: ((sender: Sender) => Effect.Effect<void, E>) | undefined
+  /**
+   * Runs once incoming packets flow, with the whole channel (e.g. for version negotiation). A failure rolls
+   * the open back.
+   */
   readonly onPostStarted?: ((channel: OpenedChannel) => Effect.Effect<void, E>) | undefined
+  /** Runs when the channel pauses or closes, before packets are drained (KMCL `EvtVmbChannelSuspend`). */
   readonly onSuspend?: Effect.Effect<void> | undefined
+  /** Runs last, with the reason the open period ended (KMCL `EvtVmbChannelClosed`). */
   readonly onClosed?: ((reason: CloseReason) => Effect.Effect<void>) | undefined
 }
 
-// ---------------------------------------------------------------------------------------------
-// Metrics (Effect metrics, tagged per channel; flushed every 256 events seen by the receive loop and at close)
-// ---------------------------------------------------------------------------------------------
-
-const metricPacketsSent = Metric.counter("vmbus_packets_sent", { incremental: true })
-const metricBytesSent = Metric.counter("vmbus_bytes_sent", { incremental: true })
-const metricPacketsReceived = Metric.counter("vmbus_packets_received", { incremental: true })
-const metricBytesReceived = Metric.counter("vmbus_bytes_received", { incremental: true })
-const metricCompletions = Metric.counter("vmbus_completions_sent", { incremental: true })
-const metricSignalsSent = Metric.counter("vmbus_signals_sent", { incremental: true })
-const metricSignalsReceived = Metric.counter("vmbus_signals_received", { incremental: true })
-const metricRingFullWaits = Metric.counter("vmbus_ring_full_waits", { incremental: true })
-const metricCompletionsReceived = Metric.counter("vmbus_completions_received", { incremental: true })
-const metricUnknownCompletions = Metric.counter("vmbus_unknown_completions", { incremental: true })
-const metricAutoCompleted = Metric.counter("vmbus_auto_completed", { incremental: true })
-const metricHandlerFailures = Metric.counter("vmbus_handler_failures", { incremental: true })
-const metricRequestsOutstanding = Metric.gauge("vmbus_requests_outstanding")
+// Metrics and span attributes: ./channelMetrics.ts (flushed every 256 events, on a time bound, and at close)
 
 // ---------------------------------------------------------------------------------------------
 // Implementation
@@ -378,7 +443,8 @@ export class ChannelImpl implements OpenedChannel {
   private readonly out: Ring.OutgoingRing
   private readonly in: Ring.IncomingRing
   private readonly counters = new Counters()
-  private flushed = new Counters()
+  private readonly metrics: ChannelMetrics
+  private readonly spanAttributes: Record<string, unknown>
   private readonly tags: ReadonlyArray<readonly [string, string]>
 
   // lifecycle
@@ -456,6 +522,8 @@ export class ChannelImpl implements OpenedChannel {
       ["channel", config.name ?? `${endpoint.identity.interfaceInstance}/${endpoint.childRelid}`],
       ["role", endpoint.role]
     ]
+    this.metrics = new ChannelMetrics(this.counters, () => this.transactions.size, this.tags)
+    this.spanAttributes = spanAttributes(this)
   }
 
   // ----- state -------------------------------------------------------------------------------
@@ -783,8 +851,11 @@ export class ChannelImpl implements OpenedChannel {
         const pins = this.pinExternal(options?.external ?? [])
         if (!Array.isArray(pins)) return Effect.fail(pins)
         const userSettled = options?.onSettled
+        const startedAt = performance.now()
         // The table owns the pins from here: released once, when the id is freed.
         const transaction = this.transactions.reserve(() => {
+          // Freed by its completion (see handleCompletion): one round trip for the latency histogram.
+          if (this.completing) this.metrics.recordLatency(performance.now() - startedAt)
           for (const unpin of pins) unpin()
           userSettled?.()
         })
@@ -811,7 +882,7 @@ export class ChannelImpl implements OpenedChannel {
         onTimeout: () => new Cancelled({ reason: `no completion within ${Duration.format(Duration.decode(options.timeout!))}` })
       })
     return Effect.withSpan(timed, "vmbus.channel.request", {
-      attributes: { channel: this.childRelid },
+      attributes: this.spanAttributes,
       captureStackTrace: false
     })
   }
@@ -845,10 +916,15 @@ export class ChannelImpl implements OpenedChannel {
 
   // ----- receiving ---------------------------------------------------------------------------
 
+  /** True while a completion frees its transaction (the request's latency is recorded then). */
+  private completing = false
+
   private handleCompletion(packet: PacketNs.CompletionPacket): void {
     this.counters.completionsReceived++
     const id = packet.transactionId
+    this.completing = true
     const outcome = this.transactions.complete(id, packet.payload)
+    this.completing = false
     // "late": its waiter was failed by pause, the id kept reserved for it; freed silently, no false alarm.
     if (outcome !== "settled" && outcome !== "late") {
       this.counters.unknownCompletions++
@@ -935,7 +1011,7 @@ export class ChannelImpl implements OpenedChannel {
         const status = this.drain()
         if (status === "stop") return Effect.void
         if (status !== "more") this.in.discardCopy()
-        const flush0 = this.metricsDue() ? this.flushMetrics : Effect.void
+        const flush0 = this.metrics.due() ? this.metrics.flush : Effect.void
         const flush = this.rejected.length === 0 ? flush0 : Effect.zipRight(
           Effect.forkDaemon(Effect.forEach(this.rejected.splice(0), (packet) => this.autoComplete(packet), { discard: true })),
           flush0
@@ -953,46 +1029,6 @@ export class ChannelImpl implements OpenedChannel {
       })
     return step()
   })
-
-  /** Metrics are flushed every 256 events (and at close), not per wake-up: the flush costs microseconds. */
-  private metricsDue(): boolean {
-    const now = this.counters
-    const before = this.flushed
-    return now.packetsSent + now.packetsReceived + now.completionsReceived + now.signalsReceived -
-        (before.packetsSent + before.packetsReceived + before.completionsReceived + before.signalsReceived) >= 256
-  }
-
-  private readonly flushMetrics: Effect.Effect<void> = Effect.suspend(() => {
-    const now = this.counters
-    const before = this.flushed
-    const updates: Array<Effect.Effect<void>> = []
-    const add = (metric: Metric.Metric.Counter<number>, delta: number) => {
-      if (delta > 0) updates.push(Metric.incrementBy(Metric.taggedWithLabels(metric, this.labels()), delta))
-    }
-    add(metricPacketsSent, now.packetsSent - before.packetsSent)
-    add(metricBytesSent, now.bytesSent - before.bytesSent)
-    add(metricPacketsReceived, now.packetsReceived - before.packetsReceived)
-    add(metricBytesReceived, now.bytesReceived - before.bytesReceived)
-    add(metricCompletions, now.completionsSent - before.completionsSent)
-    add(metricSignalsSent, now.signalsSent - before.signalsSent)
-    add(metricSignalsReceived, now.signalsReceived - before.signalsReceived)
-    add(metricRingFullWaits, now.ringFullWaits - before.ringFullWaits)
-    add(metricCompletionsReceived, now.completionsReceived - before.completionsReceived)
-    add(metricUnknownCompletions, now.unknownCompletions - before.unknownCompletions)
-    add(metricAutoCompleted, now.autoCompleted - before.autoCompleted)
-    add(metricHandlerFailures, now.handlerFailures - before.handlerFailures)
-    this.flushed = Object.assign(new Counters(), now)
-    updates.push(Metric.set(Metric.taggedWithLabels(metricRequestsOutstanding, this.labels()), this.transactions.size))
-    return Effect.all(updates, { discard: true })
-  })
-
-  private labelCache: ReadonlyArray<MetricLabel.MetricLabel> | undefined
-  private labels(): ReadonlyArray<MetricLabel.MetricLabel> {
-    if (this.labelCache === undefined) {
-      this.labelCache = this.tags.map(([key, value]) => MetricLabel.make(key, value))
-    }
-    return this.labelCache
-  }
 
   /**
    * Takes the next delivered packet as a scoped resource. The wait is interruptible; the hand-over is
@@ -1073,21 +1109,15 @@ export class ChannelImpl implements OpenedChannel {
               const result = exit.value
               // A result that cannot be sent (too large) still ends the packet: with the failure payload.
               return restore(packet.complete(result instanceof Uint8Array ? result : EMPTY)).pipe(
-                Effect.catchTag("PacketTooLarge", () =>
-                  Effect.zipRight(
-                    Effect.sync(() => {
-                      this.counters.handlerFailures++
-                    }),
-                    this.autoComplete(packet)
-                  )),
+                Effect.catchTag("PacketTooLarge", (error) => this.handlerFailed(packet, Cause.fail(error))),
                 Effect.ignore
               )
             }
-            this.counters.handlerFailures++
-            return Effect.zipRight(
-              this.autoComplete(packet),
-              Exit.isInterrupted(exit) ? Effect.void : Effect.logDebug("vmbus: packet handler failed", exit.cause)
-            )
+            if (Exit.isInterrupted(exit)) {
+              this.counters.handlerFailures++
+              return this.autoComplete(packet)
+            }
+            return this.handlerFailed(packet, exit.cause)
           })
         )
       })
@@ -1176,6 +1206,29 @@ export class ChannelImpl implements OpenedChannel {
         return Effect.zipRight(this.outboxChanged.waitAfter(seen), waitWritten)
       })
       return waitWritten
+    })
+  }
+
+  /**
+   * A handler failed (or returned a result that cannot be sent): the packet is completed with
+   * `failureCompletion`, and because the requester cannot tell that from a reply, the failure is
+   * reported on `events` and logged at warning level.
+   */
+  private handlerFailed(packet: PacketHandle, cause: Cause.Cause<unknown>): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      this.counters.handlerFailures++
+      const failure = Cause.squash(cause)
+      const reason = failure instanceof Error ? failure.message : String(failure)
+      const error = new HandlerFailed({
+        reason,
+        transactionId: packet.packet.completionRequested ? packet.packet.transactionId : undefined,
+        failureCompleted: packet.state === "pending"
+      })
+      this.report({ _tag: "HandlerFailed", error })
+      return Effect.zipRight(
+        this.autoComplete(packet),
+        Effect.logWarning(`vmbus: ${error.message}`, cause).pipe(Effect.annotateLogs(this.spanAttributes))
+      )
     })
   }
 
@@ -1515,6 +1568,7 @@ export class ChannelImpl implements OpenedChannel {
         ),
         scope
       )
+      if (this.config.metricsFlushMillis > 0) yield* Effect.forkIn(this.metrics.timer(this.config.metricsFlushMillis), scope)
       if (this.hooks.onPostStarted) yield* this.hooks.onPostStarted(this)
     })
   }
@@ -1552,10 +1606,10 @@ export class ChannelImpl implements OpenedChannel {
       if (wasRunning) yield* runHook(this.hooks.onSuspend)
       yield* this.drainOutstanding(true)
       this.endOpenPeriod("LocalClose", new ChannelClosed({ reason: "LocalClose" }))
-      yield* this.flushMetrics
+      yield* this.metrics.flush
       yield* this.setState("Closed")
       if (this.reachedActive) yield* runHook(this.hooks.onClosed?.(this.closeReason ?? "LocalClose"))
-    }).pipe(Effect.withSpan("vmbus.channel.close", { attributes: { channel: this.childRelid } }))
+    }).pipe(Effect.withSpan("vmbus.channel.close", { attributes: this.spanAttributes }))
   }
 }
 
@@ -1607,7 +1661,13 @@ export const open = <E = never>(
       Scope.extend(scope),
       Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause)))
     )
-  }).pipe(Effect.withSpan("vmbus.channel.open"))
+  }).pipe(Effect.withSpan("vmbus.channel.open", {
+    attributes: {
+      "vmbus.interface_type": input.interfaceType,
+      "vmbus.role": input.role,
+      ...(input.interfaceInstance === undefined ? {} : { "vmbus.interface_instance": input.interfaceInstance })
+    }
+  }))
 
 const openIn = <E>(
   config: ChannelConfig,
@@ -1625,6 +1685,13 @@ const openIn = <E>(
       return yield* new Unsupported({ capability: "ringGeometry", reason: `the ${transport.name} transport chooses ring sizes itself` })
     }
     const timeout = Duration.millis(config.openTimeoutMillis)
+    const timedOut = () =>
+      new OpenTimeout({
+        timeoutMillis: config.openTimeoutMillis,
+        interfaceType: config.interfaceType,
+        interfaceInstance: config.interfaceInstance,
+        role: config.role
+      })
     // Added before the endpoint, so it runs after the transport's close (CLOSECHANNEL or rescind, GPADL
     // teardown): only then can the host side no longer reach what ended requests pinned.
     const owner: { channel?: ChannelImpl } = {}
@@ -1635,12 +1702,13 @@ const openIn = <E>(
         interfaceInstance: config.interfaceInstance,
         outgoingRingPages: config.outgoingRingPages,
         incomingRingPages: config.incomingRingPages
-      }).pipe(Effect.timeoutFail({ duration: timeout, onTimeout: () => new OpenTimeout({ timeoutMillis: config.openTimeoutMillis }) }))
+      }).pipe(Effect.timeoutFail({ duration: timeout, onTimeout: timedOut }))
       : yield* Effect.flatMap(
         transport.offer({ interfaceType: config.interfaceType, interfaceInstance: config.interfaceInstance }),
         (offer) => offer.accept
-      ).pipe(Effect.timeoutFail({ duration: timeout, onTimeout: () => new OpenTimeout({ timeoutMillis: config.openTimeoutMillis }) }))
+      ).pipe(Effect.timeoutFail({ duration: timeout, onTimeout: timedOut }))
     if (endpoint.ringsValid?.() === false) return yield* new ChannelClosed({ reason: "PeerClose" })
+    yield* Effect.annotateCurrentSpan(spanAttributes(endpoint))
     const incomingDataSize = endpoint.incoming.byteLength - L.CONTROL_PAGE_SIZE
     const maxPacketLength = L.DESCRIPTOR_SIZE + L.EXTENDED_HEADER_SIZE + 8 * 16 + 8 * config.maxExternalPages +
       L.align8Safe(config.maxPacketSize)

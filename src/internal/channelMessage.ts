@@ -95,24 +95,39 @@ export const ChannelFlag = {
 
 export interface OfferChannel {
   readonly _tag: "OfferChannel"
+  /** The device class GUID. */
   readonly interfaceType: string
+  /** The device instance GUID. */
   readonly interfaceInstance: string
+  /** Reserved (`reserved1`, 8 bytes; written as zero). */
   readonly reserved1: bigint
+  /** Reserved (`reserved2`, 8 bytes; written as zero). */
   readonly reserved2: bigint
+  /** `VMBUS_CHANNEL_*` flags of the offer (`ChannelFlag`). */
   readonly channelFlags: number
+  /** MMIO space the device needs, in MiB. */
   readonly mmioMegabytes: number
+  /** The offer's 120 bytes of user-defined data (pipe mode parameters, …). */
   readonly userDefined: Uint8Array
+  /** 0 for a primary channel, else the sub-channel's index. */
   readonly subChannelIndex: number
+  /** Reserved (written as zero). */
   readonly reserved3: number
+  /** The relative channel id the host assigns. */
   readonly childRelid: number
+  /** The monitor id for monitored notification (see `monitorAllocated`). */
   readonly monitorId: number
+  /** Whether a monitor id is allocated. */
   readonly monitorAllocated: boolean
+  /** Whether the channel has a dedicated interrupt. */
   readonly isDedicatedInterrupt: boolean
+  /** The connection id the guest signals the host with. */
   readonly connectionId: number
 }
 
 export interface RescindChannelOffer {
   readonly _tag: "RescindChannelOffer"
+  /** The channel rescinded. */
   readonly childRelid: number
 }
 
@@ -126,80 +141,115 @@ export interface AllOffersDelivered {
 
 export interface OpenChannel {
   readonly _tag: "OpenChannel"
+  /** The channel to open. */
   readonly childRelid: number
+  /** An id the guest chooses, echoed in OPENCHANNEL_RESULT. */
   readonly openId: number
+  /** The GPADL that holds both rings. */
   readonly ringBufferGpadlHandle: number
+  /** The virtual processor to interrupt. */
   readonly targetVp: number
+  /** Pages of the ring GPADL before the host→guest ring (the guest→host ring's size). */
   readonly downstreamRingBufferPageOffset: number
+  /** Up to 120 bytes of user data. */
   readonly userData: Uint8Array
 }
 
 export interface OpenChannelResult {
   readonly _tag: "OpenChannelResult"
+  /** The channel opened. */
   readonly childRelid: number
+  /** The `openId` of the OPENCHANNEL answered. */
   readonly openId: number
+  /** 0 on success, else the host's error status. */
   readonly status: number
 }
 
 export interface CloseChannel {
   readonly _tag: "CloseChannel"
+  /** The channel to close. */
   readonly childRelid: number
 }
 
 export interface GpadlHeader {
   readonly _tag: "GpadlHeader"
+  /** The channel the GPADL belongs to. */
   readonly childRelid: number
+  /** The handle the guest chose for the GPADL. */
   readonly handle: number
+  /** Bytes of the range description (8 + 8 × PFN count). */
   readonly rangeBufLength: number
+  /** Number of ranges (always 1 here). */
   readonly rangeCount: number
+  /** Bytes the range covers. */
   readonly byteCount: number
+  /** Offset of the data in the first page. */
   readonly byteOffset: number
+  /** The PFNs carried by this message (the rest follow in GPADL_BODY messages). */
   readonly pfns: ReadonlyArray<number>
 }
 
 export interface GpadlBody {
   readonly _tag: "GpadlBody"
+  /** Sequence number of this body message. */
   readonly msgNumber: number
+  /** The GPADL's handle. */
   readonly handle: number
+  /** The next PFNs of the GPADL. */
   readonly pfns: ReadonlyArray<number>
 }
 
 export interface GpadlCreated {
   readonly _tag: "GpadlCreated"
+  /** The channel the GPADL belongs to. */
   readonly childRelid: number
+  /** The GPADL's handle. */
   readonly handle: number
+  /** 0 when the host accepted the GPADL, else its error status. */
   readonly creationStatus: number
 }
 
 export interface GpadlTeardown {
   readonly _tag: "GpadlTeardown"
+  /** The channel the GPADL belongs to. */
   readonly childRelid: number
+  /** The GPADL to tear down. */
   readonly handle: number
 }
 
 export interface GpadlTorndown {
   readonly _tag: "GpadlTorndown"
+  /** The GPADL torn down. */
   readonly handle: number
 }
 
 export interface RelidReleased {
   readonly _tag: "RelidReleased"
+  /** The channel whose relid the guest releases. */
   readonly childRelid: number
 }
 
 export interface InitiateContact {
   readonly _tag: "InitiateContact"
+  /** The VMBus protocol version the guest asks for. */
   readonly vmbusVersionRequested: number
+  /** The virtual processor the host interrupts. */
   readonly targetVcpu: number
+  /** Guest physical address of the interrupt page. */
   readonly interruptPage: bigint
+  /** Guest physical address of the first monitor page. */
   readonly monitorPage1: bigint
+  /** Guest physical address of the second monitor page. */
   readonly monitorPage2: bigint
 }
 
 export interface VersionResponse {
   readonly _tag: "VersionResponse"
+  /** Whether the host accepts the version requested. */
   readonly versionSupported: boolean
+  /** The connection state the host reports. */
   readonly connectionState: number
+  /** The connection id for guest→host messages. */
   readonly msgConnId: number
 }
 
@@ -656,10 +706,15 @@ export const decode = (bytes: Uint8Array): Either.Either<ChannelMessage, Malform
 // ---------------------------------------------------------------------------------------------
 
 export interface GpadlMessagesOptions {
+  /** The channel the GPADL belongs to. */
   readonly childRelid: number
+  /** The handle for the GPADL. */
   readonly handle: number
+  /** The guest pages, in order. */
   readonly pfns: ReadonlyArray<number>
+  /** Bytes covered (default: every page, minus `byteOffset`). */
   readonly byteCount?: number | undefined
+  /** Offset of the data in the first page (default 0). */
   readonly byteOffset?: number | undefined
 }
 
@@ -717,10 +772,15 @@ export const gpadlMessages = (
 // ---------------------------------------------------------------------------------------------
 
 export interface CompletedGpadl {
+  /** The channel the GPADL belongs to. */
   readonly childRelid: number
+  /** The GPADL's handle. */
   readonly handle: number
+  /** Bytes the GPADL covers. */
   readonly byteCount: number
+  /** Offset of the data in the first page. */
   readonly byteOffset: number
+  /** Every PFN of the GPADL, header and bodies joined. */
   readonly pfns: ReadonlyArray<number>
 }
 

@@ -15,48 +15,70 @@ export const TypeId: unique symbol = Symbol.for("effect-vmbus/GuestMemory")
 export type TypeId = typeof TypeId
 
 export interface GuestBuffer {
+  /** The page frame numbers of the buffer, in order. */
   readonly pfns: ReadonlyArray<number>
+  /** The first page frame number (the pages are consecutive). */
   readonly firstPfn: number
+  /** Number of 4 KiB pages. */
   readonly pages: number
+  /** Length in bytes (`pages × 4096`). */
   readonly byteLength: number
+  /** The buffer's bytes, a view on guest memory (no copy). */
   readonly bytes: Uint8Array
 }
 
 export interface GuestMemoryShape {
   readonly [TypeId]: TypeId
+  /** The PFN of the first page of guest memory. */
   readonly basePfn: number
+  /** The number of pages of guest memory. */
   readonly totalPages: number
+  /** The memory itself; shared, so other threads can map the same pages. */
   readonly buffer: SharedArrayBuffer
+  /**
+   * Allocates a scoped run of zeroed consecutive pages, freed when the scope closes (or when the last pin is
+   * released).
+   */
   readonly allocate: (pages: number) => Effect.Effect<GuestBuffer, OutOfMemory | InvalidParameter, Scope.Scope>
+  /** Copies `length` bytes out of the pages listed, starting `byteOffset` bytes into the first. */
   readonly read: (
     pfns: ReadonlyArray<number>,
     byteOffset: number,
     length: number
   ) => Effect.Effect<Uint8Array, InvalidMemoryRange>
+  /** Copies `data` into the pages listed, starting `byteOffset` bytes into the first. */
   readonly write: (
     pfns: ReadonlyArray<number>,
     byteOffset: number,
     data: Uint8Array
   ) => Effect.Effect<void, InvalidMemoryRange>
+  /** `read`, synchronously. */
   readonly readSync: (
     pfns: ReadonlyArray<number>,
     byteOffset: number,
     length: number
   ) => Either.Either<Uint8Array, InvalidMemoryRange>
+  /** `write`, synchronously. */
   readonly writeSync: (
     pfns: ReadonlyArray<number>,
     byteOffset: number,
     data: Uint8Array
   ) => Either.Either<void, InvalidMemoryRange>
+  /** The 4096 bytes of one allocated page, zero-copy. */
   readonly pageView: (pfn: number) => Either.Either<Uint8Array, InvalidMemoryRange>
+  /** A zero-copy view of a range over consecutive PFNs; `InvalidMemoryRange` otherwise. */
   readonly contiguousView: (
     pfns: ReadonlyArray<number>,
     byteOffset: number,
     length: number
   ) => Either.Either<Uint8Array, InvalidMemoryRange>
+  /** Whether a page is allocated. */
   readonly isAllocated: (pfn: number) => boolean
+  /** Pages not allocated. */
   readonly freePages: Effect.Effect<number>
+  /** Pages allocated. */
   readonly allocatedPages: Effect.Effect<number>
+  /** The longest run of free consecutive pages (the largest allocation that can succeed). */
   readonly largestFreeRun: Effect.Effect<number>
   /**
    * Pins an allocation: if its scope closes while pinned, the pages are freed only when the last pin

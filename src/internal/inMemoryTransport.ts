@@ -155,17 +155,28 @@ export interface TransportStats {
 }
 
 export interface OpenChannelInfo {
+  /** The relative channel id. */
   readonly childRelid: number
+  /** The offer's interface type and instance. */
   readonly identity: Transport.OfferIdentity
+  /** The guest→host ring (control page and data), to read or corrupt in tests. */
   readonly clientToServer: Uint8Array
+  /** The host→guest ring. */
   readonly serverToClient: Uint8Array
+  /** The guest endpoint's counters. */
   readonly client: Transport.EndpointCounters
+  /** The host endpoint's counters. */
   readonly server: Transport.EndpointCounters
 }
 
 export type GpadlView = Transport.GpadlView
 
-export type MessageLogEntry = { readonly direction: "toHost" | "toGuest"; readonly bytes: Uint8Array }
+export type MessageLogEntry = {
+  /** `toHost` for a message the guest sent, `toGuest` for one the host sent. */
+  readonly direction: "toHost" | "toGuest"
+  /** The message as it was sent. */
+  readonly bytes: Uint8Array
+}
 
 /** Completes, with `exit`, every wait in `waits` that belongs to channel `relid`. */
 const endWaits = <A>(

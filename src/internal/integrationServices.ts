@@ -124,8 +124,11 @@ const usesRefData = (negotiation: Negotiation | undefined): boolean =>
 // ---------------------------------------------------------------------------------------------
 
 export interface KvpStore {
+  /** Looks a key up in a pool. */
   readonly get: (pool: number, key: string) => Effect.Effect<Option.Option<string>>
+  /** Sets a key in a pool. */
   readonly set: (pool: number, key: string, value: string) => Effect.Effect<void>
+  /** Deletes a key from a pool; false when it was not there. */
   readonly delete: (pool: number, key: string) => Effect.Effect<boolean>
   /** The `index`-th entry of the pool in insertion order. */
   readonly enumerate: (pool: number, index: number) => Effect.Effect<Option.Option<readonly [string, string]>>
@@ -158,9 +161,13 @@ export const memoryKvpStore = (): KvpStore => {
 // ---------------------------------------------------------------------------------------------
 
 export interface ShutdownRequest {
+  /** What the host asked for. */
   readonly kind: "shutdown" | "reboot" | "hibernate"
+  /** Whether the host asked for a forced shutdown. */
   readonly force: boolean
+  /** The reason code the host sent. */
   readonly reasonCode: number
+  /** The time-out the host sent, in seconds. */
   readonly timeoutSeconds: number
 }
 
@@ -173,11 +180,14 @@ export interface TimeSample {
   readonly offsetMillis: number
   /** `ICTIMESYNCFLAG_SYNC` (1) asks the guest to step its clock; `SAMPLE` (2) is a periodic sample. */
   readonly flags: number
+  /** Which time-sync message layout carried the sample: `ref` (with reference time) or `legacy`. */
   readonly version: "ref" | "legacy"
 }
 
 export interface Negotiation {
+  /** The negotiated framework version. */
   readonly framework: Ic.IcVersion
+  /** The negotiated message version. */
   readonly message: Ic.IcVersion
 }
 
@@ -195,32 +205,47 @@ export interface GuestOptions {
   readonly onShutdown?: ((request: ShutdownRequest) => Effect.Effect<void>) | undefined
   /** Accept hibernation requests (Linux: only when hibernation is enabled). Default false. */
   readonly allowHibernate?: boolean | undefined
+  /** Where KVP pairs live (default: a new `memoryKvpStore()`). */
   readonly kvpStore?: KvpStore | undefined
   /** Versions the guest supports, per service, most preferred first (default: Linux's lists). */
   readonly frameworkVersions?: ReadonlyArray<Ic.IcVersion> | undefined
+  /** Message versions per service, most preferred first (default: Linux's lists). */
   readonly messageVersions?: Partial<Record<ServiceName, ReadonlyArray<Ic.IcVersion>>> | undefined
   /** Services to run (default all four). */
   readonly services?: ReadonlyArray<ServiceName> | undefined
 }
 
 export interface GuestStats {
+  /** Heartbeats answered. */
   readonly heartbeats: number
+  /** Time samples received. */
   readonly timeSamples: number
+  /** KVP operations answered. */
   readonly kvpOperations: number
+  /** Shutdown requests answered. */
   readonly shutdowns: number
+  /** Malformed messages (answered with a failure status where possible, or dropped). */
   readonly malformed: number
+  /** Version negotiations that found no common version. */
   readonly negotiationFailures: number
 }
 
 export interface GuestServices {
+  /** The KVP store the guest answers from. */
   readonly kvp: KvpStore
+  /** The versions each service negotiated so far. */
   readonly negotiated: Effect.Effect<ReadonlyMap<ServiceName, Negotiation>>
+  /** What the guest services do, as it happens. */
   readonly events: Stream.Stream<GuestEvent>
+  /** Host time samples as they arrive. */
   readonly timeSamples: Stream.Stream<TimeSample>
+  /** The last time sample received, if any. */
   readonly latestTimeSample: Effect.Effect<Option.Option<TimeSample>>
   /** Waits for the first acknowledged shutdown request. */
   readonly shutdownRequested: Effect.Effect<ShutdownRequest>
+  /** Counters of the guest services. */
   readonly stats: Effect.Effect<GuestStats>
+  /** The open service channels, by service. */
   readonly channels: ReadonlyMap<ServiceName, Channel.OpenedChannel>
 }
 
@@ -477,37 +502,54 @@ export const guest = (
 export interface HostOptions {
   /** Versions the host offers, per service (default: Linux's lists, so negotiation succeeds). */
   readonly frameworkVersions?: ReadonlyArray<Ic.IcVersion> | undefined
+  /** Message versions the host offers, per service (default: Linux's lists). */
   readonly messageVersions?: Partial<Record<ServiceName, ReadonlyArray<Ic.IcVersion>>> | undefined
   /** How long to wait for each guest answer (default 5 seconds). */
   readonly replyTimeout?: Duration.DurationInput | undefined
+  /** Services to offer (default all four). */
   readonly services?: ReadonlyArray<ServiceName> | undefined
+  /** Instance GUIDs of the offers, per service (default: fixed GUIDs of this library). */
   readonly instances?: Partial<Record<ServiceName, string>> | undefined
 }
 
 export interface Reply {
+  /** The service that answered. */
   readonly service: ServiceName
+  /** The IC message type of the request (`ICMSGTYPE_*`). */
   readonly type: number
+  /** The status the guest wrote (`HV_S_OK`, `HV_E_FAIL`, …). */
   readonly status: number
+  /** The answer's IC header. */
   readonly header: Ic.IcPacketHeader
+  /** The answer's body after the IC header. */
   readonly body: Uint8Array
+  /** Time from sending the request to receiving the answer. */
   readonly roundTripMillis: number
 }
 
 export interface KvpEntry {
+  /** The key. */
   readonly key: string
+  /** The value. */
   readonly value: string
 }
 
 export interface HostServices {
+  /** The versions each service negotiated. */
   readonly negotiated: ReadonlyMap<ServiceName, Negotiation>
   /** Sends one heartbeat and returns the guest's answer (Linux: the sequence number plus one). */
   readonly heartbeat: Effect.Effect<bigint, HostError>
   /** Sends heartbeats every `interval` until the scope closes. */
   readonly heartbeatEvery: (interval: Duration.DurationInput) => Effect.Effect<void, never, Scope.Scope>
+  /** Sends a time sample (`hostTimeMillis`, default now; `flags`, default `ICTIMESYNCFLAG_SAMPLE`). */
   readonly sendTimeSample: (options?: { readonly hostTimeMillis?: number; readonly flags?: number }) => Effect.Effect<void, HostError>
+  /** Sets a key in a pool of the guest's KVP store. */
   readonly kvpSet: (pool: number, key: string, value: string) => Effect.Effect<void, HostError>
+  /** Gets a key from a pool of the guest's KVP store; `None` when it is not there. */
   readonly kvpGet: (pool: number, key: string) => Effect.Effect<Option.Option<string>, HostError>
+  /** Deletes a key from a pool of the guest's KVP store; false when it was not there. */
   readonly kvpDelete: (pool: number, key: string) => Effect.Effect<boolean, HostError>
+  /** Enumerates a pool of the guest's KVP store. */
   readonly kvpEnumerate: (pool: number) => Effect.Effect<ReadonlyArray<KvpEntry>, HostError>
   /** Asks the guest to shut down (or reboot) and returns its status (`HV_S_OK` = acknowledged). */
   readonly shutdown: (options?: {
@@ -518,6 +560,7 @@ export interface HostServices {
   }) => Effect.Effect<number, HostError>
   /** Every answer received, in order. */
   readonly replies: Effect.Effect<ReadonlyArray<Reply>>
+  /** The open service channels, by service. */
   readonly channels: ReadonlyMap<ServiceName, Channel.OpenedChannel>
 }
 

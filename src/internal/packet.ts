@@ -4,44 +4,64 @@ import { InvalidParameter, MalformedPacket, PacketTooLarge, RingCorrupt } from "
 import * as L from "./layout.js"
 
 export interface TransferPageRange {
+  /** Bytes in the range. */
   readonly byteCount: number
+  /** Offset of the range in the transfer page set. */
   readonly byteOffset: number
 }
 
 export interface GpaRange {
+  /** Bytes in the range. */
   readonly byteCount: number
+  /** Offset of the data in the first page (0–4095). */
   readonly byteOffset: number
+  /** Page frame numbers of the range, in order. */
   readonly pfns: ReadonlyArray<number>
 }
 
 export interface InBandPacket {
   readonly _tag: "InBand"
+  /** The sender's id for the transaction; 0 when no completion is requested. */
   readonly transactionId: bigint
+  /** Whether the receiver must send a completion. */
   readonly completionRequested: boolean
+  /** The payload (padded to 8 bytes on the wire). */
   readonly payload: Uint8Array
 }
 
 export interface CompletionPacket {
   readonly _tag: "Completion"
+  /** The id of the request this completes. */
   readonly transactionId: bigint
+  /** The completion payload (padded to 8 bytes on the wire). */
   readonly payload: Uint8Array
 }
 
 export interface TransferPagesPacket {
   readonly _tag: "TransferPages"
+  /** The sender's id for the transaction; 0 when no completion is requested. */
   readonly transactionId: bigint
+  /** Whether the receiver must send a completion. */
   readonly completionRequested: boolean
+  /** The transfer page set the ranges refer to. */
   readonly transferPageSetId: number
+  /** The `sender_owns_set` byte of the header. */
   readonly senderOwnsSet: boolean
+  /** The ranges within the transfer page set. */
   readonly ranges: ReadonlyArray<TransferPageRange>
+  /** The in-band payload after the ranges. */
   readonly payload: Uint8Array
 }
 
 export interface GpaDirectPacket {
   readonly _tag: "GpaDirect"
+  /** The sender's id for the transaction; 0 when no completion is requested. */
   readonly transactionId: bigint
+  /** Whether the receiver must send a completion. */
   readonly completionRequested: boolean
+  /** The guest page ranges the receiver may access. */
   readonly ranges: ReadonlyArray<GpaRange>
+  /** The in-band payload after the ranges. */
   readonly payload: Uint8Array
 }
 

@@ -104,7 +104,9 @@ export interface RingOptions {
 
 /** The writer's side of a ring: batch writes, one publish, one signal decision. */
 export class OutgoingRing {
+  /** Bytes of the data area (the ring size minus the control page). */
   readonly dataSize: number
+  /** Whether OpenVMM's extra size limit applies (see `RingOptions.strict`). */
   readonly strict: boolean
   private readonly control: Uint32Array
   private readonly data: Uint8Array
@@ -260,6 +262,7 @@ export class OutgoingRing {
     }
   }
 
+  /** The write index as last published by `commit`. */
   get writeIndex(): number {
     return this.committed
   }
@@ -277,7 +280,9 @@ export interface IncomingOptions {
 
 /** The reader's side of a ring: a private cursor, batch reads, one commit with its signal decision. */
 export class IncomingRing {
+  /** Bytes of the data area (the ring size minus the control page). */
   readonly dataSize: number
+  /** The largest packet accepted (descriptor and header included, trailer excluded). */
   readonly maxPacketLength: number
   private readonly control: Uint32Array
   private readonly data: Uint8Array
@@ -472,19 +477,28 @@ export class IncomingRing {
     return avail > 0
   }
 
+  /** The read index as last published by `commit`. */
   get readIndex(): number {
     return this.committed
   }
 }
 
 export interface ControlSnapshot {
+  /** Bytes of the data area. */
   readonly dataSize: number
+  /** The write index (offset into the data area), as stored. */
   readonly writeIndex: number
+  /** The read index, as stored. */
   readonly readIndex: number
+  /** Non-zero when the reader asked not to be signalled. */
   readonly interruptMask: number
+  /** Free bytes the writer waits for (`pending_send_sz`); 0 when it does not wait. */
   readonly pendingSendSize: number
+  /** Feature bits; bit 0 says the reader honours `pending_send_sz`. */
   readonly featureBits: number
+  /** Bytes written and not yet read; undefined when an index is invalid. */
   readonly bytesToRead: number | undefined
+  /** Bytes the writer may still use; undefined when an index is invalid. */
   readonly bytesFree: number | undefined
 }
 

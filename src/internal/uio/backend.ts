@@ -8,7 +8,9 @@ import type { Native } from "./native.js"
 import { Errno, LOCK_EX_NB, O_CLOEXEC, O_RDWR } from "./native.js"
 
 export interface Backend {
+  /** For diagnostics: "uio" or "uio-emulated". */
   readonly name: string
+  /** The koffi bindings (page size, syscalls) the rest of the transport uses as they are. */
   readonly native: Native
   /**
    * Opens the device node: the kernel opens the primary channel (the host's answer to OPENCHANNEL

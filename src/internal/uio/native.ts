@@ -1,5 +1,5 @@
 // The few libc calls the uio transport needs, through koffi (prebuilt FFI, no compiler). koffi is an
-// optional dependency loaded with a dynamic import on first use, so users of the other transports never
+// optional peer dependency loaded with a dynamic import on first use, so users of the other transports never
 // load a native module. Every call is synchronous and cheap except `openAsync` (the kernel's open of
 // /dev/uioN waits for the host's answer to OPENCHANNEL, so it runs on the libuv pool).
 import * as Effect from "effect/Effect"
@@ -196,7 +196,7 @@ export const load: Effect.Effect<Native, Unsupported> = Effect.flatMap(
         } catch (error) {
           return new Unsupported({
             capability: "native",
-            reason: `the optional dependency koffi could not be loaded (${String(error)}); install it with \`npm install koffi\``
+            reason: `the optional peer dependency koffi could not be loaded (${String(error)}); install it with \`npm install koffi\``
           })
         }
       })()

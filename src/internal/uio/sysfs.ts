@@ -1,8 +1,8 @@
 // Discovery of a uio_hv_generic device under a sysfs root (native-transport.md §1.2, §4.2), through
-// @effect/platform's FileSystem so tests point it at an emulated tree. Everything read is checked
+// a `Files` reader (@effect/platform's FileSystem fits it) so tests point it at an emulated tree. Everything read is checked
 // against the kernel's formats; a value that does not fit is a typed error naming the file.
-import type * as FileSystem from "@effect/platform/FileSystem"
 import * as Effect from "effect/Effect"
+import type { Files } from "./files.js"
 import { DeviceMapInvalid, DeviceNotBound, DeviceNotFound, SysfsInvalid } from "../../VmbusError.js"
 
 export const DRIVER = "uio_hv_generic"
@@ -64,13 +64,13 @@ const join = (...parts: ReadonlyArray<string>): string => parts.join("/").replac
 export const deviceDir = (paths: Paths, device: string): string => join(paths.sysfsRoot, "bus/vmbus/devices", device)
 
 /** A text attribute without its trailing newline; missing or unreadable → SysfsInvalid. */
-export const readText = (fs: FileSystem.FileSystem, path: string): Effect.Effect<string, SysfsInvalid> =>
+export const readText = (fs: Files, path: string): Effect.Effect<string, SysfsInvalid> =>
   fs.readFileString(path).pipe(
     Effect.map((text) => text.replace(/\n$/, "")),
     Effect.mapError((error) => new SysfsInvalid({ path, reason: `unreadable (${error.message})` }))
   )
 
-const readOptional = (fs: FileSystem.FileSystem, path: string): Effect.Effect<string | undefined, SysfsInvalid> =>
+const readOptional = (fs: Files, path: string): Effect.Effect<string | undefined, SysfsInvalid> =>
   Effect.flatMap(
     fs.exists(path).pipe(Effect.orElseSucceed(() => false)),
     (exists) => (exists ? readText(fs, path) : Effect.succeed(undefined))
@@ -97,7 +97,7 @@ const check = <A>(value: A | SysfsInvalid): Effect.Effect<A, SysfsInvalid> =>
   value instanceof SysfsInvalid ? Effect.fail(value) : Effect.succeed(value)
 
 /** The last path component of the `driver` link, or undefined when unbound. */
-export const readDriver = (fs: FileSystem.FileSystem, dir: string): Effect.Effect<string | undefined> =>
+export const readDriver = (fs: Files, dir: string): Effect.Effect<string | undefined> =>
   fs.readLink(join(dir, "driver")).pipe(
     Effect.map((target) => target.split("/").filter((part) => part.length > 0).pop()),
     Effect.orElseSucceed(() => undefined)
@@ -109,7 +109,7 @@ export const bindingFix = (classId: string, instance: string): string =>
   `echo ${instance} > /sys/bus/vmbus/devices/${instance}/driver/unbind; echo ${instance} > /sys/bus/vmbus/drivers_probe`
 
 /** The `uioN` entry of the device (exactly one). */
-const findUio = (fs: FileSystem.FileSystem, dir: string): Effect.Effect<string, SysfsInvalid> => {
+const findUio = (fs: Files, dir: string): Effect.Effect<string, SysfsInvalid> => {
   const path = join(dir, "uio")
   return fs.readDirectory(path).pipe(
     Effect.mapError((error) => new SysfsInvalid({ path, reason: `no uio class device (${error.message})` })),
@@ -124,7 +124,7 @@ const findUio = (fs: FileSystem.FileSystem, dir: string): Effect.Effect<string, 
 
 const EXPECTED_NAMES = ["txrx_rings", "int_page", "monitor_page"] as const
 
-const readMap = (fs: FileSystem.FileSystem, mapsDir: string, index: number): Effect.Effect<MapInfo | undefined, SysfsInvalid> =>
+const readMap = (fs: Files, mapsDir: string, index: number): Effect.Effect<MapInfo | undefined, SysfsInvalid> =>
   Effect.gen(function*() {
     const dir = join(mapsDir, `map${index}`)
     const name = yield* readOptional(fs, join(dir, "name"))
@@ -167,7 +167,7 @@ export const checkMaps = (maps: ReadonlyArray<MapInfo>, pageSize: number): Devic
 }
 
 export const discover = (
-  fs: FileSystem.FileSystem,
+  fs: Files,
   paths: Paths,
   device: string,
   pageSize: number
@@ -229,7 +229,7 @@ export interface SubChannelInfo {
 
 /** Sub-channels as DPDK finds them: `channels/<relid>` with a non-zero `subchannel_id` and a `ring`. */
 export const listSubChannels = (
-  fs: FileSystem.FileSystem,
+  fs: Files,
   dir: string
 ): Effect.Effect<ReadonlyArray<SubChannelInfo>, SysfsInvalid> =>
   Effect.gen(function*() {

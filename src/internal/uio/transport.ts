@@ -3,7 +3,6 @@
 // both rings), maps the rings (and, for monitored channels, the interrupt and monitor pages), and polls
 // the fd for device events. One "session" = one open of the fd; every mapping belongs to it and is
 // revoked before the fd is closed, and at once on rescind.
-import * as FileSystem from "@effect/platform/FileSystem"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
@@ -14,6 +13,7 @@ import { ChannelClosed, InvalidParameter, TransportError, Unsupported } from "..
 import * as L from "../layout.js"
 import type { Backend } from "./backend.js"
 import { UioEndpoint } from "./endpoint.js"
+import { UioFiles } from "./files.js"
 import { fdGone, lockError, mapError, openError } from "./errors.js"
 import type { MappedRegion } from "./mapping.js"
 import type { PollHandle } from "./native.js"
@@ -47,16 +47,20 @@ export type DiscoveryError = DeviceNotFound | DeviceNotBound | SysfsInvalid | De
 export interface Stats {
   /** The device fd is open (the primary channel is open). */
   readonly open: boolean
+  /** Open channel endpoints (primary and sub-channels). */
   readonly endpoints: number
   /** Mappings of device memory not yet revoked. */
   readonly mappings: number
   /** Device events read from the fd since the layer was built. */
   readonly events: number
+  /** The host rescinded the device (or the emulated host died): the transport is unusable. */
   readonly rescinded: boolean
 }
 
 export interface UioDeviceShape {
+  /** What sysfs says about the device (class, instance, relid, monitor id, uio node, maps, ring size). */
   readonly info: DeviceInfo
+  /** Open state, endpoints and live mappings (back to zero after close), device events read. */
   readonly stats: Effect.Effect<Stats>
   /**
    * The pre-made receive (`recv:<gpadl>`, map 3) or send (`send:<gpadl>`, map 4) buffer, mapped while
@@ -90,10 +94,10 @@ const offerUnsupported = (): Effect.Effect<never, Unsupported> =>
 
 export const make = (
   options: Options
-): Effect.Effect<{ readonly transport: Transport.TransportShape; readonly device: UioDeviceShape }, DiscoveryError, Scope.Scope | UioBackend | FileSystem.FileSystem> =>
+): Effect.Effect<{ readonly transport: Transport.TransportShape; readonly device: UioDeviceShape }, DiscoveryError, Scope.Scope | UioBackend | UioFiles> =>
   Effect.gen(function*() {
     const backend = yield* UioBackend
-    const fs = yield* FileSystem.FileSystem
+    const fs = yield* UioFiles
     const native = backend.native
     if (native.pageSize !== L.PAGE_SIZE) {
       return yield* new Unsupported({

@@ -1,6 +1,7 @@
 // The test side of the emulated device: spawns the host emulator (./host.ts) in a child process over a
 // fresh tmpfs root, sends it commands, and builds the guest's UioTransport layer over the emulated
 // backend. Everything is scoped: closing the scope kills the child and removes the root.
+import * as FileSystem from "@effect/platform/FileSystem"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -37,7 +38,9 @@ export type EmulatorOptions = Omit<StartCommand, "op" | "spec"> & { readonly spe
 /** A fresh directory on tmpfs (short, for the socket path limit of 107 bytes). */
 export const tempRoot = (): string => fs.mkdtempSync(path.join(fs.existsSync("/dev/shm") ? "/dev/shm" : os.tmpdir(), "uio-"))
 
-const hostEntry = new URL("./host.ts", import.meta.url)
+// Compiled (the benchmark runs built JavaScript) the host is host.js and needs no tsx.
+const compiled = import.meta.url.endsWith(".js")
+const hostEntry = new URL(compiled ? "./host.js" : "./host.ts", import.meta.url)
 
 export const spawnEmulator = (options: EmulatorOptions): Effect.Effect<Emulator, never, Scope.Scope> =>
   Effect.gen(function*() {
@@ -47,7 +50,7 @@ export const spawnEmulator = (options: EmulatorOptions): Effect.Effect<Emulator,
     )
     const child = yield* Effect.acquireRelease(
       Effect.async<ChildProcess>((resume) => {
-        const child = fork(hostEntry, [], { execArgv: ["--import", "tsx"], stdio: ["ignore", "inherit", "inherit", "ipc"] })
+        const child = fork(hostEntry, [], { execArgv: compiled ? [] : ["--import", "tsx"], stdio: ["ignore", "inherit", "inherit", "ipc"] })
         child.once("message", () => resume(Effect.succeed(child)))
         child.once("exit", (code) => resume(Effect.dieMessage(`host emulator exited early (${code})`)))
       }),
@@ -96,6 +99,9 @@ export const spawnEmulator = (options: EmulatorOptions): Effect.Effect<Emulator,
     }
   })
 
+/** Discovery reads through @effect/platform's FileSystem (Node's), which fits UioTransport.Files as it is. */
+export const layerPlatformFiles = Layer.effect(UioTransport.UioFiles, FileSystem.FileSystem).pipe(Layer.provide(NodeFileSystem.layer))
+
 /** The emulated backend as a layer (koffi loaded lazily, as the real one). */
 export const layerEmulatedBackend = Layer.effect(UioBackend, Effect.map(load, emulated))
 
@@ -109,7 +115,7 @@ export const guestLayer = (
     sysfsRoot: emulator.sysfsRoot,
     devRoot: emulator.devRoot,
     ...options
-  }).pipe(Layer.provide(Layer.merge(layerEmulatedBackend, NodeFileSystem.layer)))
+  }).pipe(Layer.provide(Layer.merge(layerEmulatedBackend, layerPlatformFiles)))
 
 export const bytes = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i * 7 + seed) & 0xff)
 

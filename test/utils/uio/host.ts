@@ -63,10 +63,8 @@ export type Command =
   /** The host stops reading the guest's ring (its channel pauses) / reads again. */
   | { readonly op: "pause" }
   | { readonly op: "resume" }
-  /** A plain Unix SEQPACKET socket between the same two processes (the benchmark's baseline): echoes
-   * each message, or after `sink` swallows `messages` messages and answers one byte. */
+  /** A plain Unix SEQPACKET socket between the same two processes (the benchmark's baseline). */
   | { readonly op: "socket"; readonly path: string }
-  | { readonly op: "sink"; readonly messages: number }
 
 export interface ChannelStatsReport {
   readonly index: number
@@ -116,7 +114,6 @@ let intPage: Int32Array
 let monitorPage: Int32Array
 const counts = { opens: 0, closes: 0, irqWrites: 0, events: 0, spuriousIntBits: 0, crashes: 0 }
 let scanning = false
-let sinkLeft = 0
 const word = new Int32Array(1)
 
 const send = (message: unknown): void => {
@@ -474,14 +471,17 @@ const handle = async (command: Command): Promise<unknown> => {
       return { ok: true }
     }
     case "socket": {
-      // SOCK_SEQPACKET: every write is one message, every read one message (no coalescing).
+      // SOCK_SEQPACKET: every write is one message, every read one message (no coalescing). A
+      // connection's first message picks its mode: "E" echoes every message; "C" counts them and
+      // answers a 1-byte message with the count since the last one (4 bytes).
       const server = native.socketSeqpacket()
       if (native.bind(server, command.path) < 0 || native.listen(server, 4) < 0) throw new Error("socket baseline: cannot listen")
       const message = new Uint8Array(65536)
-      const ack = Uint8Array.of(1)
       native.poll(server, () => {
         const fd = native.accept(server)
         if (fd < 0) return
+        let mode = 0
+        let count = 0
         const handle = native.poll(fd, () => {
           for (;;) {
             const n = native.readInto(fd, message)
@@ -492,16 +492,18 @@ const handle = async (command: Command): Promise<unknown> => {
               }
               return
             }
-            if (sinkLeft === 0) native.writeFrom(fd, message.subarray(0, n))
-            else if (--sinkLeft === 0) native.writeFrom(fd, ack)
+            if (mode === 0) mode = message[0]!
+            else if (mode === 0x45) native.writeFrom(fd, message.subarray(0, n))
+            else if (n > 1) count++
+            else {
+              native.writeFrom(fd, new Uint8Array(Int32Array.of(count).buffer))
+              count = 0
+            }
           }
         })
       })
       return { ok: true }
     }
-    case "sink":
-      sinkLeft = command.messages
-      return { ok: true }
   }
 }
 
