@@ -24,11 +24,18 @@ import type { InvalidParameter } from "./VmbusError.js"
  * the length of an accepted incoming packet; `16 + roundUp8(size) + 8` must fit each ring), `transactionQuota` 64 (incoming packets delivered and not completed),
  * `maxOutstandingTransactions` 1024, `maxExternalPages` 1024, `drainTimeoutMillis` 5000,
  * `openTimeoutMillis` 10000, `strictCompletions` false (an unknown completion ends the channel when
- * true), `readBatchLimit` 128 (packets per wake-up), `metricsFlushMillis` 1000, `name` (metric label).
+ * true), `readBatchLimit` 128 (packets per wake-up), `metricsFlushMillis` 1000, `name` (metric label),
+ * `unknownPackets` `"skip"` — what to do with a packet of a type other than in-band, transfer pages, GPA
+ * direct or completion, or a data packet with flag bits other than bit 0: `"skip"` consumes it, reports
+ * an `UnknownPacket` event and counts it (as Linux drivers log and skip); `"deliver"` hands it to
+ * consumers like any packet (`kind: "Unknown"`, or its own kind with `packet.flags`), completed exactly
+ * once; `"fail"` ends the open period as `Corrupt` (OpenVMM's rule). Whatever the policy, the packet is
+ * consumed: a reader is never stuck behind it. Completions are matched on their id whatever their flags.
  *
  * **`failureCompletion`** (default: empty): the payload of every completion the library writes on the
  * application's behalf — a `serve` handler that fails, dies or returns a result too large to send, a
- * packet whose scope closes without `complete`, packets still held at close. With the default the
+ * packet whose scope closes without `complete`, packets still held at close. At most `maxPacketSize`
+ * bytes (`InvalidParameter` otherwise). With the default the
  * requester cannot tell a failure from a successful empty reply: give the channel a payload your
  * protocol reads as an error (a status word, say). Handler failures are also reported on `events`
  * (`HandlerFailed`) and logged at warning level.
@@ -36,7 +43,8 @@ import type { InvalidParameter } from "./VmbusError.js"
  * Metrics (Effect `Metric`, labelled `channel` and `role`): `vmbus_packets_sent`, `vmbus_bytes_sent`,
  * `vmbus_packets_received`, `vmbus_bytes_received`, `vmbus_completions_sent`,
  * `vmbus_completions_received`, `vmbus_unknown_completions`, `vmbus_auto_completed`,
- * `vmbus_handler_failures`, `vmbus_signals_sent`, `vmbus_signals_received`, `vmbus_ring_full_waits`,
+ * `vmbus_handler_failures`, `vmbus_completions_dropped`, `vmbus_unknown_packets`, `vmbus_signals_sent`,
+ * `vmbus_signals_received`, `vmbus_ring_full_waits`,
  * `vmbus_requests_outstanding` (gauge), `vmbus_request_latency_ms` (histogram, request written →
  * completion read). The channel counts in plain fields and adds the deltas to the metrics every 256
  * events, at least every `metricsFlushMillis` while anything changed (0: no timer), and at close;
@@ -174,9 +182,10 @@ export type OpenError = internal.OpenError
 /**
  * Opens a channel as a scoped resource. A client waits for a matching offer and opens it; a server
  * offers and waits for a client. Both wait at most `openTimeoutMillis` (`OpenTimeout`). Closing the
- * scope runs Suspend, waits for outstanding incoming packets (at most `drainTimeoutMillis`, then
- * completes them with the failure payload), fails pending requests with `ChannelClosed`, and closes
- * (client) or rescinds (server).
+ * scope runs Suspend, waits for outstanding incoming packets and queued completions (at most
+ * `drainTimeoutMillis`, then completes the packets with the failure payload and drops the completions
+ * the peer left no room for), fails pending requests with `ChannelClosed`, and closes (client) or
+ * rescinds (server). A corrupt ring runs all of this at once, without waiting for the scope.
  *
  * @since 0.1.0
  * @category constructors

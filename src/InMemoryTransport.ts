@@ -112,7 +112,17 @@ export const make = (
       name: "in-memory",
       capabilities: { ringGeometry: true, serverRole: true, gpadl: true },
       offer: (identity) => bus.offer(identity),
-      open: (request) => bus.open(request)
+      open: (request) => bus.open(request),
+      interceptMessages: (interceptor) =>
+        Effect.acquireRelease(
+          Effect.sync(() => {
+            bus.interceptor = interceptor
+          }),
+          () =>
+            Effect.sync(() => {
+              if (bus.interceptor === interceptor) bus.interceptor = undefined
+            })
+        )
     }
     const control: ControlShape = {
       stats: Effect.map(

@@ -56,10 +56,14 @@ export type Disposition = "pending" | "completed" | "autoCompleted" | "failed"
  */
 export interface IncomingPacket {
   readonly [TypeId]: TypeId
-  /** The decoded packet (a private copy, taken out of the ring before parsing). */
-  readonly packet: Packet.InBandPacket | Packet.TransferPagesPacket | Packet.GpaDirectPacket
-  /** The packet kind: in-band payload, transfer-page ranges or GPA-direct ranges. */
-  readonly kind: "InBand" | "TransferPages" | "GpaDirect"
+  /**
+   * The decoded packet (a private copy, taken out of the ring before parsing). `Unknown` packets (and
+   * packets with unknown flag bits, see `flags`) reach consumers only on a channel opened with
+   * `unknownPackets: "deliver"`.
+   */
+  readonly packet: Packet.InBandPacket | Packet.TransferPagesPacket | Packet.GpaDirectPacket | Packet.UnknownPacket
+  /** The packet kind: in-band payload, transfer-page ranges, GPA-direct ranges, or a type not interpreted. */
+  readonly kind: "InBand" | "TransferPages" | "GpaDirect" | "Unknown"
   /** The payload, zero padding included (the wire has no exact length; protocols carry their own). */
   readonly payload: Uint8Array
   /** `Some(id)` only when the sender asked for a completion. */

@@ -1,7 +1,10 @@
 /**
  * VMBus ring packets: the 16-byte descriptor and the four packet kinds in use — in-band (6), transfer
  * pages (7), GPA direct (9) and completion (11) — with byte-exact encode/decode and the size helpers a
- * sender needs. Pure and synchronous: errors are returned as values, never thrown.
+ * sender needs. Like DPDK, the layer is lossless: the `flags` word travels on every kind (bit 0 is
+ * `completionRequested`), and a well-framed packet of any other type decodes as `Unknown` (its header
+ * bytes and payload kept) — what a reader does with it is its policy, not a decoding error. Pure and
+ * synchronous: errors are returned as values, never thrown.
  *
  * @since 0.1.0
  */
@@ -61,8 +64,18 @@ export type TransferPagesPacket = internal.TransferPagesPacket
 export type GpaDirectPacket = internal.GpaDirectPacket
 
 /**
- * Any supported packet. On decode, `payload` includes the zero padding up to the 8-byte boundary: the
- * exact payload length is not on the wire.
+ * A packet of a type this library does not interpret (not 0x6, 0x7, 0x9 or 0xB): `type`, `flags`,
+ * `transactionId`, the `header` bytes between the descriptor and the payload, and the payload.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type UnknownPacket = internal.UnknownPacket
+
+/**
+ * Any packet. On decode, `payload` includes the zero padding up to the 8-byte boundary: the exact
+ * payload length is not on the wire. `flags` is present on a decoded packet only when the descriptor's
+ * flags word says more than `completionRequested` (on a completion: when it is not zero).
  *
  * @since 0.1.0
  * @category models
@@ -123,13 +136,20 @@ export const MAX_PACKET_LENGTH: number = L.MAX_PACKET_LENGTH
  */
 export const inBand = (
   payload: Uint8Array,
-  options?: { readonly transactionId?: bigint | undefined; readonly completionRequested?: boolean | undefined }
-): InBandPacket => ({
-  _tag: "InBand",
-  payload,
-  transactionId: options?.transactionId ?? 0n,
-  completionRequested: options?.completionRequested ?? false
-})
+  options?: {
+    readonly transactionId?: bigint | undefined
+    readonly completionRequested?: boolean | undefined
+    readonly flags?: number | undefined
+  }
+): InBandPacket => {
+  const packet: InBandPacket = {
+    _tag: "InBand",
+    payload,
+    transactionId: options?.transactionId ?? 0n,
+    completionRequested: options?.completionRequested ?? false
+  }
+  return options?.flags === undefined ? packet : { ...packet, flags: options.flags }
+}
 
 /**
  * A completion for `transactionId`, carrying `payload` (empty by default).
@@ -137,11 +157,31 @@ export const inBand = (
  * @since 0.1.0
  * @category constructors
  */
-export const completion = (transactionId: bigint, payload: Uint8Array = new Uint8Array(0)): CompletionPacket => ({
-  _tag: "Completion",
-  transactionId,
-  payload
-})
+export const completion = (
+  transactionId: bigint,
+  payload: Uint8Array = new Uint8Array(0),
+  options?: { readonly flags?: number | undefined }
+): CompletionPacket =>
+  options?.flags === undefined
+    ? { _tag: "Completion", transactionId, payload }
+    : { _tag: "Completion", transactionId, payload, flags: options.flags }
+
+/**
+ * The flags word a packet is written with: `flags | (completionRequested ? 1 : 0)` (a completion: `flags`).
+ *
+ * @since 0.1.0
+ * @category getters
+ */
+export const wireFlags: (packet: Packet) => number = internal.wireFlags
+
+/**
+ * Flag bits of a data packet other than COMPLETION_REQUESTED (0 for a completion, whose flags carry no
+ * defined meaning).
+ *
+ * @since 0.1.0
+ * @category getters
+ */
+export const unknownFlagBits: (packet: Packet) => number = internal.unknownFlagBits
 
 /**
  * Bytes from the descriptor start to the payload (`offset8 * 8`).
@@ -194,8 +234,8 @@ export const gpaDirectRingSize: (pagesPerRange: ReadonlyArray<number>, payloadLe
 export const encode: (packet: Packet) => Uint8Array | InvalidParameter | PacketTooLarge = internal.encode
 
 /**
- * Decodes a packet from its bytes (exactly `len8 * 8`). Unknown types, unknown flag bits and lengths
- * or ranges that do not add up are `RingCorrupt`.
+ * Decodes a packet from its bytes (exactly `len8 * 8`). Lengths or ranges that do not add up are
+ * `RingCorrupt`; an unknown type is an `Unknown` packet and unknown flag bits are kept in `flags`.
  *
  * @since 0.1.0
  * @category decoding

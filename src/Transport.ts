@@ -232,6 +232,18 @@ export interface Offer {
 }
 
 /**
+ * A hook on the control plane: it sees every channel message a transport posts (encoded bytes) and
+ * hands it on with `deliver` — at once, later, changed, or never. For fault injection and tracing.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type MessageInterceptor = (
+  message: { readonly direction: "toHost" | "toGuest"; readonly bytes: Uint8Array },
+  deliver: (bytes: Uint8Array) => void
+) => void
+
+/**
  * What a transport does: offer channels (server role) and open them (client role), handing the channel layer
  * an `Endpoint` with two rings and a doorbell. Implemented by every transport layer.
  *
@@ -243,6 +255,11 @@ export interface TransportShape {
   readonly name: string
   /** What the transport supports; the channel layer reports the rest as `Unsupported`. */
   readonly capabilities: Capabilities
+  /**
+   * Optional: installs a `MessageInterceptor` on the transport's control messages until the scope
+   * closes (one at a time; a transport without an inspectable control plane leaves it undefined).
+   */
+  readonly interceptMessages?: ((interceptor: MessageInterceptor) => Effect.Effect<void, never, Scope.Scope>) | undefined
   /** Offers a channel (server role). Closing the scope rescinds the offer and closes any open channel. */
   readonly offer: (
     identity: OfferIdentity

@@ -174,11 +174,18 @@ export class ChannelClosed extends Schema.TaggedError<ChannelClosed>("effect-vmb
  */
 export class PacketTooLarge extends Schema.TaggedError<PacketTooLarge>("effect-vmbus/PacketTooLarge")(
   "PacketTooLarge",
-  { size: Schema.Number, max: Schema.Number }
+  {
+    size: Schema.Number,
+    max: Schema.Number,
+    /** The limit exceeded when it is not a byte size: `"maxExternalPages"` (then size and max are pages). */
+    limit: optionalString
+  }
 ) {
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {
-    return `packet of ${this.size} bytes exceeds the maximum of ${this.max}`
+    return this.limit === undefined
+      ? `packet of ${this.size} bytes exceeds the maximum of ${this.max}`
+      : `packet of ${this.size} exceeds ${this.limit} ${this.max}`
   }
 }
 
@@ -342,6 +349,40 @@ export class ExternalDataUnavailable extends Schema.TaggedError<ExternalDataUnav
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return `external data unavailable: ${this.reason}`
+  }
+}
+
+/**
+ * A completion owed to the peer was never written: the open period ended (local close after the drain
+ * timeout, peer close, rescind, corruption) while it waited for ring space. Reported on `events`.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class CompletionDropped extends Schema.TaggedError<CompletionDropped>("effect-vmbus/CompletionDropped")(
+  "CompletionDropped",
+  { transactionId: Schema.BigIntFromSelf, reason: Schema.String }
+) {
+  readonly [TypeId]: TypeId = TypeId
+  override get message(): string {
+    return `completion of transaction ${this.transactionId} dropped: ${this.reason}`
+  }
+}
+
+/**
+ * A user callback (`onSettled`, a lifecycle hook) threw or died; the library carried on without it.
+ * Reported on `events`.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class CallbackFailed extends Schema.TaggedError<CallbackFailed>("effect-vmbus/CallbackFailed")(
+  "CallbackFailed",
+  { callback: Schema.String, cause: Schema.Defect }
+) {
+  readonly [TypeId]: TypeId = TypeId
+  override get message(): string {
+    return `${this.callback} failed: ${String(this.cause)}`
   }
 }
 
@@ -655,6 +696,8 @@ export type VmbusError =
   | RingCorrupt
   | BufferTooSmall
   | ExternalDataUnavailable
+  | CompletionDropped
+  | CallbackFailed
   | OutOfMemory
   | InvalidMemoryRange
   | GpadlCreateFailed

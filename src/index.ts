@@ -34,6 +34,13 @@ export * as ChannelMessage from "./ChannelMessage.js"
 export * as DynamicMemory from "./DynamicMemory.js"
 
 /**
+ * A transport wrapper that injects faults (signals, control messages, readers, peers, rings), seeded.
+ *
+ * @since 0.1.0
+ */
+export * as FaultInjectingTransport from "./FaultInjectingTransport.js"
+
+/**
  * GPADLs as scoped resources.
  *
  * @since 0.1.0

@@ -1,5 +1,6 @@
 // Packet encode/decode (wire-format.md §2, hardening.md §1.2): the four supported kinds round-trip,
-// unknown types and flag bits are RingCorrupt, range arrays must fit the header, size helpers agree
+// flags survive on every kind and unknown types decode as Unknown (issue 8, C13/C14: DPDK keeps both),
+// range arrays must fit the header, size helpers agree
 // with the encoder, odd payload lengths round up. Errors are values: nothing here may throw.
 import { describe, expect, it } from "@effect/vitest"
 import { FastCheck } from "effect"
@@ -60,7 +61,7 @@ const gpaRangeArb: FastCheck.Arbitrary<Packet.GpaRange> = FastCheck.record({
   pfns: Array.from({ length: pagesFor(byteOffset, byteCount) }, (_, i) => seed + i)
 }))
 
-const packetArb: FastCheck.Arbitrary<Packet.Packet> = FastCheck.oneof(
+const knownPacketArb: FastCheck.Arbitrary<Packet.Packet> = FastCheck.oneof(
   FastCheck.record({ payload: payloadArb, id: u64Arb, rc: FastCheck.boolean() }).map(({ id, payload, rc }) =>
     Packet.inBand(payload, { transactionId: id, completionRequested: rc })
   ),
@@ -98,10 +99,44 @@ const packetArb: FastCheck.Arbitrary<Packet.Packet> = FastCheck.oneof(
   }))
 )
 
+const unknownTypeArb = FastCheck.integer({ min: 0, max: 0xffff }).filter((t) => ![0x6, 0x7, 0x9, 0xb].includes(t))
+
+const unknownPacketArb: FastCheck.Arbitrary<Packet.Packet> = FastCheck.record({
+  type: unknownTypeArb,
+  id: u64Arb,
+  rc: FastCheck.boolean(),
+  headerWords: FastCheck.integer({ min: 0, max: 4 }),
+  fill: FastCheck.integer({ min: 0, max: 255 }),
+  payload: payloadArb
+}).map(({ fill, headerWords, id, payload, rc, type }) => ({
+  _tag: "Unknown",
+  type,
+  transactionId: id,
+  completionRequested: rc,
+  header: new Uint8Array(headerWords * 8).fill(fill),
+  payload
+}))
+
+/** Any packet, some with flag bits beyond bit 0 (completions: any bits). */
+const packetArb: FastCheck.Arbitrary<Packet.Packet> = FastCheck.tuple(
+  FastCheck.oneof(knownPacketArb, unknownPacketArb),
+  FastCheck.option(FastCheck.integer({ min: 0, max: 0xffff }), { nil: undefined })
+).map(([packet, flags]) => {
+  if (flags === undefined) return packet
+  if (packet._tag === "Completion") return { ...packet, flags }
+  return { ...packet, flags: packet.completionRequested ? flags : flags & ~1 }
+})
+
 /** What `decode` must give back for `packet`: the same fields, payload padded with zeros. */
-const expectedDecoded = (packet: Packet.Packet): Packet.Packet => {
+const expectedDecoded = (input: Packet.Packet): Packet.Packet => {
+  const raw = Packet.wireFlags(input)
+  const extra = input._tag === "Completion" ? raw !== 0 : (raw & ~1) !== 0
+  const { flags: _flags, ...rest } = input
+  const packet = (extra ? { ...rest, flags: raw } : rest) as Packet.Packet
   const payload = padded(packet.payload, Packet.headerSize(packet))
   switch (packet._tag) {
+    case "Unknown":
+      return { ...packet, header: packet.header.slice(), payload }
     case "InBand":
       return { ...packet, payload }
     case "Completion":
@@ -235,24 +270,52 @@ describe("Packet encoding (wire-format §2)", () => {
 describe("Packet decoding rejects what no correct writer produces", () => {
   const base = (): Uint8Array => encodeOk(Packet.inBand(hex("01 02 03 04 05 06 07 08"), { transactionId: 9n }))
 
-  it("unknown packet types are RingCorrupt (field type)", () => {
+  it("unknown packet types decode as Unknown, header and payload kept (C14); bytes round-trip", () => {
     const unsupported = [0x0, 0x1, 0x2, 0x3, 0x4, 0x5, 0x8, 0xa, 0xc, 0xd, 0xe, 0xf, 0x10, 0xff, 0x100, 0xffff]
     for (const type of unsupported) {
       const bytes = base()
       bytes[0] = type & 0xff
       bytes[1] = type >>> 8
-      const error = expectCorrupt(bytes, "type")
-      expect(error.value).toBe(type)
+      const packet = decodeOk(bytes)
+      expect(packet).toEqual({
+        _tag: "Unknown",
+        type,
+        transactionId: 9n,
+        completionRequested: false,
+        header: new Uint8Array(0),
+        payload: hex("01 02 03 04 05 06 07 08")
+      })
+      expect(encodeOk(packet)).toEqual(bytes)
     }
+    // a type-specific header of its own (offset8 = 3) stays apart from the payload
+    const withHeader = base()
+    withHeader[0] = 0x8
+    withHeader[2] = 3
+    const packet = decodeOk(withHeader) as Packet.UnknownPacket
+    expect(packet.header).toEqual(hex("01 02 03 04 05 06 07 08"))
+    expect(packet.payload.length).toBe(0)
+    expect(encodeOk(packet)).toEqual(withHeader)
     FastCheck.assert(
-      FastCheck.property(FastCheck.integer({ min: 0xe, max: 0xffff }), (type) => {
+      FastCheck.property(unknownTypeArb, FastCheck.integer({ min: 0, max: 0xffff }), (type, flags) => {
         const bytes = base()
         bytes[0] = type & 0xff
         bytes[1] = type >>> 8
-        expectCorrupt(bytes, "type")
+        bytes[6] = flags & 0xff
+        bytes[7] = flags >>> 8
+        const decoded = decodeOk(bytes)
+        expect(decoded._tag).toBe("Unknown")
+        expect(Packet.wireFlags(decoded)).toBe(flags)
+        expect(encodeOk(decoded)).toEqual(bytes)
       }),
-      { numRuns: 100 }
+      { numRuns: 200 }
     )
+    // an Unknown packet cannot claim a known type, and its header is whole 8-byte words
+    const bad = (packet: Partial<Packet.UnknownPacket>) =>
+      Packet.encode({ _tag: "Unknown", type: 0x8, transactionId: 0n, completionRequested: false, header: new Uint8Array(0), payload: new Uint8Array(0), ...packet })
+    for (const type of [0x6, 0x7, 0x9, 0xb, -1, 0x10000, 1.5]) {
+      expect(bad({ type })).toMatchObject({ _tag: "InvalidParameter", field: "type" })
+    }
+    expect(bad({ header: new Uint8Array(4) })).toMatchObject({ _tag: "InvalidParameter", field: "header" })
     // the supported four decode
     for (const type of [0x6, 0x7, 0x9, 0xb]) {
       const bytes = encodeOk(Packet.inBand(new Uint8Array(24)))
@@ -270,19 +333,36 @@ describe("Packet decoding rejects what no correct writer produces", () => {
     }
   })
 
-  it("unknown flag bits are RingCorrupt (field flags)", () => {
+  it("flag bits beyond bit 0 are kept in flags on every kind, never corrupt (C13)", () => {
     for (let bit = 1; bit < 16; bit++) {
       for (const low of [0, 1]) {
         const bytes = base()
         const flags = (1 << bit) | low
         bytes[6] = flags & 0xff
         bytes[7] = flags >>> 8
-        expectCorrupt(bytes, "flags")
+        const packet = decodeOk(bytes) as Packet.InBandPacket
+        expect(packet.flags).toBe(flags)
+        expect(packet.completionRequested).toBe(low === 1)
+        expect(Packet.unknownFlagBits(packet)).toBe(1 << bit)
+        expect(encodeOk(packet)).toEqual(bytes)
       }
     }
     const ok = base()
     ok[6] = 1
-    expect((decodeOk(ok) as Packet.InBandPacket).completionRequested).toBe(true)
+    const plain = decodeOk(ok) as Packet.InBandPacket
+    expect(plain.completionRequested).toBe(true)
+    expect("flags" in plain).toBe(false)
+    // completions: any flags, written and read back (DPDK rte_vmbus_chan_send writes any flags on any type)
+    for (const flags of [0x1, 0x2, 0x8000, 0xffff]) {
+      const bytes = encodeOk(Packet.completion(3n, hex("aa"), { flags }))
+      expect(new DataView(bytes.buffer).getUint16(6, true)).toBe(flags)
+      expect(decodeOk(bytes)).toEqual({ _tag: "Completion", transactionId: 3n, payload: hex("aa 00 00 00 00 00 00 00"), flags })
+      expect(Packet.unknownFlagBits(decodeOk(bytes))).toBe(0)
+    }
+    // flags must be a u16, and bit 0 cannot contradict completionRequested
+    expect(Packet.encode(Packet.inBand(new Uint8Array(0), { flags: 0x10000 }))).toMatchObject({ _tag: "InvalidParameter", field: "flags" })
+    expect(Packet.encode(Packet.inBand(new Uint8Array(0), { flags: 1 }))).toMatchObject({ _tag: "InvalidParameter", field: "flags" })
+    expect(Packet.encode(Packet.completion(1n, new Uint8Array(0), { flags: -1 }))).toMatchObject({ _tag: "InvalidParameter", field: "flags" })
   })
 
   it("offset8 < 2, offset8 > len8, len8 mismatch, short buffers are RingCorrupt", () => {

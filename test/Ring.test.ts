@@ -118,7 +118,7 @@ const asPacket = (result: Ring.ReadResult): Packet.Packet => {
 
 const isPacket = (u: unknown): u is Packet.Packet =>
   typeof u === "object" && u !== null && !isVmbusError(u) &&
-  ["InBand", "Completion", "TransferPages", "GpaDirect"].includes((u as { _tag: string })._tag)
+  ["InBand", "Completion", "TransferPages", "GpaDirect", "Unknown"].includes((u as { _tag: string })._tag)
 
 /** mulberry32: deterministic bytes from a seed. */
 const prng = (seed: number): (() => number) => {
@@ -895,16 +895,63 @@ describe("hardening: every field out of range is RingCorrupt naming the field", 
     expect(asPacket(safe(() => readerOf(region).read())).payload.length).toBe(0)
   })
 
-  it("unknown type and flags inside the ring; the packet is not consumed", () => {
+  it("unknown type and flags inside the ring are read and consumed, never a stuck reader (C13, C14)", () => {
     const region = oneInBand()
     setDataBytes(region, 0, new Uint8Array([0x08, 0]))
     const reader = readerOf(region)
-    expectCorrupt(safe(() => reader.read()), "type")
-    expectCorrupt(safe(() => reader.read()), "type")
-    setDataBytes(region, 0, new Uint8Array([0x06, 0, 2, 0, 4, 0, 0x02, 0]))
-    expectCorrupt(safe(() => reader.read()), "flags")
-    setDataBytes(region, 6, new Uint8Array([0x01, 0]))
-    expect(asPacket(safe(() => reader.read()))).toMatchObject({ _tag: "InBand", completionRequested: true, transactionId: 5n })
+    expect(asPacket(safe(() => reader.peek()))).toMatchObject({ _tag: "Unknown", type: 8, transactionId: 5n })
+    expect(asPacket(safe(() => reader.read()))).toMatchObject({ _tag: "Unknown", type: 8, transactionId: 5n })
+    expect(safe(() => reader.read())).toBeUndefined()
+    const again = oneInBand()
+    setDataBytes(again, 0, new Uint8Array([0x06, 0, 2, 0, 4, 0, 0x03, 0x80]))
+    expect(asPacket(safe(() => readerOf(again).read()))).toMatchObject({
+      _tag: "InBand",
+      completionRequested: true,
+      flags: 0x8003,
+      transactionId: 5n
+    })
+  })
+
+  it("flags of every kind go through the ring both ways (fast and wrapped paths)", () => {
+    for (const start of [0, 0xff8]) {
+      const region = allocate(1)
+      setWord(region, W, start)
+      setWord(region, R, start)
+      const writer = writerOf(region)
+      const reader = readerOf(region)
+      const packets: ReadonlyArray<Packet.Packet> = [
+        Packet.completion(7n, randomBytes(8, 2), { flags: 0x8001 }),
+        Packet.inBand(randomBytes(5, 3), { transactionId: 9n, completionRequested: true, flags: 0x0041 }),
+        { _tag: "Unknown", type: 0x1234, transactionId: 1n, completionRequested: false, flags: 0x2, header: randomBytes(8, 4), payload: randomBytes(3, 5) }
+      ]
+      for (const packet of packets) {
+        expect(safe(() => writer.write(packet))).toBeUndefined()
+        writer.commit()
+        const got = asPacket(safe(() => reader.read()))
+        expect(got._tag).toBe(packet._tag)
+        expect(Packet.wireFlags(got)).toBe(Packet.wireFlags(packet))
+        reader.commit()
+      }
+    }
+  })
+
+  it("skip moves past a packet the reader refuses (larger than maxPacketLength) by its framing alone", () => {
+    const region = allocate(1)
+    const writer = writerOf(region)
+    writer.write(Packet.inBand(new Uint8Array(200)))
+    writer.write(Packet.inBand(hex("01 02"), { transactionId: 3n }))
+    writer.commit()
+    const reader = readerOf(region, { maxPacketLength: 64 })
+    expect(safe(() => reader.read())).toMatchObject({ _tag: "BufferTooSmall" })
+    expect(safe(() => reader.skip())).toBe(true)
+    expect(asPacket(safe(() => reader.read()))).toMatchObject({ _tag: "InBand", transactionId: 3n })
+    expect(safe(() => reader.skip())).toBe(false)
+    // a framing error cannot be skipped: there is no next packet to find
+    const broken = oneInBand()
+    setDataBytes(broken, 4, new Uint8Array([0xff, 0]))
+    const stuck = readerOf(broken)
+    expectCorrupt(safe(() => stuck.skip()), "len8")
+    expect(stuck.pendingBytes).toBe(0)
   })
 
   it("fewer than 24 bytes available while non-empty", () => {

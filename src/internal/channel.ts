@@ -35,8 +35,10 @@ import type {
   TransportError
 } from "../VmbusError.js"
 import {
+  CallbackFailed,
   Cancelled,
   ChannelClosed,
+  CompletionDropped,
   ExternalDataUnavailable,
   HandlerFailed,
   InvalidMemoryRange,
@@ -54,6 +56,7 @@ import {
 } from "../VmbusError.js"
 import { ChannelMetrics, spanAttributes } from "./channelMetrics.js"
 import * as L from "./layout.js"
+import { actingFiber, actingFor, currentFiber, interruptBounded } from "./bounded.js"
 import { Doorbell, Notifier, WaitQueue } from "./notifier.js"
 import * as P from "./packet.js"
 import { TransactionTable } from "./transactions.js"
@@ -86,6 +89,7 @@ const common = {
   metricsFlushMillis: Schema.optionalWith(Schema.NonNegative, { default: () => 1000 }),
   strictCompletions: Schema.optionalWith(Schema.Boolean, { default: () => false }),
   readBatchLimit: Schema.optionalWith(PositiveInt, { default: () => 128 }),
+  unknownPackets: Schema.optionalWith(Schema.Literal("skip", "deliver", "fail"), { default: () => "skip" as const }),
   name: Schema.optional(Schema.String)
 }
 
@@ -109,7 +113,19 @@ export type ChannelConfigInput = typeof ChannelConfig.Encoded
 
 export const decodeConfig = (input: ChannelConfigInput): Either.Either<ChannelConfig, InvalidParameter> => {
   const result = Schema.decodeUnknownEither(ChannelConfig)(input, { errors: "first", onExcessProperty: "error" })
-  if (Either.isRight(result)) return Either.right(result.right)
+  if (Either.isRight(result)) {
+    const config = result.right
+    // Sent as a completion's payload: longer than maxPacketSize it could never be sent (the ring fits
+    // maxPacketSize), and every failed packet would stay pending with its quota slot.
+    if (config.failureCompletion.length > config.maxPacketSize) {
+      return Either.left(new InvalidParameter({
+        field: "failureCompletion",
+        reason: `longer than maxPacketSize (${config.maxPacketSize} bytes)`,
+        value: config.failureCompletion.length
+      }))
+    }
+    return Either.right(config)
+  }
   const issues = ParseResult.ArrayFormatter.formatErrorSync(result.left)
   // A union reports one issue per branch: prefer the branch of the role actually given.
   const first = issues.find((issue) => issue.path.length > 0 && issue.path[0] !== "role") ?? issues[0]
@@ -195,6 +211,10 @@ export interface ChannelStats {
   readonly unknownCompletions: number
   /** Packets whose `serve` handler failed, died or was interrupted (completed with the failure payload). */
   readonly handlerFailures: number
+  /** Completions owed to the peer and never written (the open period ended first); see `events`. */
+  readonly completionsDropped: number
+  /** Packets of an unknown type or with unknown flag bits that were skipped (`unknownPackets: "skip"`). */
+  readonly unknownPackets: number
 }
 
 export interface SendOptions {
@@ -247,8 +267,11 @@ export interface ChannelEvent {
     | "PacketFailed"
     | "InvalidExternalData"
     | "HandlerFailed"
+    | "CompletionDropped"
+    | "CallbackFailed"
+    | "UnknownPacket"
   /** The typed error that describes the problem. */
-  readonly error: MalformedPacket | RingCorrupt | HandlerFailedError
+  readonly error: MalformedPacket | RingCorrupt | HandlerFailedError | CompletionDropped | CallbackFailed
 }
 
 export interface Sender {
@@ -394,20 +417,19 @@ class Counters {
   ringFullWaits = 0
   unknownCompletions = 0
   handlerFailures = 0
+  completionsDropped = 0
+  unknownPackets = 0
 }
 
 const EMPTY = new Uint8Array(0)
 
-/** Runs a lifecycle hook that must not stop the lifecycle: its failures and defects are logged. */
-const runHook = (hook: Effect.Effect<unknown, unknown> | undefined): Effect.Effect<void> =>
-  hook === undefined
-    ? Effect.void
-    : Effect.catchAllCause(Effect.asVoid(hook), (cause) => Effect.logWarning("vmbus: lifecycle hook failed", cause))
+/** Every packet kind but completions: what the receive side delivers. */
+type DataPacket = Exclude<PacketNs.Packet, PacketNs.CompletionPacket>
 
 class PacketHandle implements IncomingPacketNs.IncomingPacket {
   readonly [IncomingPacketTypeId]: IncomingPacketNs.TypeId = IncomingPacketTypeId
   state: IncomingPacketNs.Disposition = "pending"
-  readonly kind: "InBand" | "TransferPages" | "GpaDirect"
+  readonly kind: DataPacket["_tag"]
   readonly payload: Uint8Array
   readonly transactionId: Option.Option<bigint>
   readonly completionRequested: boolean
@@ -416,7 +438,7 @@ class PacketHandle implements IncomingPacketNs.IncomingPacket {
 
   constructor(
     readonly channel: ChannelImpl,
-    readonly packet: PacketNs.InBandPacket | PacketNs.TransferPagesPacket | PacketNs.GpaDirectPacket
+    readonly packet: DataPacket
   ) {
     this.kind = packet._tag
     this.payload = packet.payload
@@ -432,6 +454,9 @@ class PacketHandle implements IncomingPacketNs.IncomingPacket {
 
   /** Set at delivery when the packet's external data failed validation; completed with failure. */
   invalid: MalformedPacket | undefined = undefined
+
+  /** The fiber the packet was handed to (undefined until handed out). */
+  holder: Fiber.RuntimeFiber<unknown, unknown> | undefined = undefined
 
   readonly externalData = Effect.suspend(() => this.channel.externalData(this))
 }
@@ -469,7 +494,10 @@ export class ChannelImpl implements OpenedChannel {
 
   /** The next queued packet, unless delivery is paused (queued packets then wait for start). */
   private handOut(): PacketHandle | undefined {
-    return this.delivering ? this.queue.shift() : undefined
+    const packet = this.delivering ? this.queue.shift() : undefined
+    // Who holds it: a pause or close run by that fiber cannot wait for it.
+    if (packet !== undefined) packet.holder = currentFiber()
+    return packet
   }
   private outstanding = 0
   private readonly outstandingChanged = new Notifier()
@@ -551,6 +579,32 @@ export class ChannelImpl implements OpenedChannel {
     this.eventHub.unsafeOffer(event)
   }
 
+  /**
+   * Runs a lifecycle hook that must not stop the lifecycle. It is called inside the guard, so a hook
+   * that throws instead of returning an Effect is caught too; failures and defects are logged and
+   * reported as `CallbackFailed`.
+   */
+  private runHook(name: string, hook: () => Effect.Effect<unknown, unknown> | undefined): Effect.Effect<void> {
+    return Effect.catchAllCause(
+      Effect.suspend(() => Effect.asVoid(hook() ?? Effect.void)),
+      (cause) =>
+        Effect.zipRight(
+          Effect.sync(() => this.report({ _tag: "CallbackFailed", error: new CallbackFailed({ callback: name, cause: Cause.squash(cause) }) })),
+          Effect.logWarning(`vmbus: lifecycle hook ${name} failed`, cause)
+        )
+    )
+  }
+
+  /** Runs a synchronous user callback from library code: what it throws is reported, never rethrown. */
+  private runCallback(name: string, callback: () => void): void {
+    try {
+      callback()
+    } catch (thrown) {
+      this.report({ _tag: "CallbackFailed", error: new CallbackFailed({ callback: name, cause: thrown }) })
+      if (this.runtime !== undefined) Runtime.runFork(this.runtime)(Effect.logWarning(`vmbus: ${name} threw`, thrown))
+    }
+  }
+
   // ----- signalling --------------------------------------------------------------------------
 
   private signalPeer(): void {
@@ -573,7 +627,7 @@ export class ChannelImpl implements OpenedChannel {
       if (!this.writable) {
         // The peer is gone (or the period ended): nothing to send, release locally.
         this.outbox.shift()
-        this.release(packet)
+        this.dropCompletion(packet, `the open period ended (${this.closeReason ?? "rings released"}) before the ring had room`)
         continue
       }
       const result = this.out.writeValidated(completion)
@@ -592,7 +646,7 @@ export class ChannelImpl implements OpenedChannel {
       if (result._tag === "PacketTooLarge") {
         // Checked at completion time; unreachable unless the ring is smaller than maxPacketSize allows.
         this.outbox.shift()
-        this.release(packet)
+        this.dropCompletion(packet, "larger than the ring")
         continue
       }
       const fits = this.askForSpace(P.ringSize(completion))
@@ -609,6 +663,13 @@ export class ChannelImpl implements OpenedChannel {
     if (this.endpoint.polled !== true) return this.out.requestSpace(size)
     const free = this.out.freeBytes()
     return typeof free === "number" ? free > size : free
+  }
+
+  /** A completion that will never be written: counted, reported, and its packet released. */
+  private dropCompletion(packet: PacketHandle, reason: string): void {
+    this.counters.completionsDropped++
+    this.report({ _tag: "CompletionDropped", error: new CompletionDropped({ transactionId: packet.packet.transactionId, reason }) })
+    this.release(packet)
   }
 
   /** pending_send_sz is withdrawn only when no writer and no queued completion still needs space. */
@@ -678,7 +739,7 @@ export class ChannelImpl implements OpenedChannel {
   private failCorrupt(error: RingCorrupt): void {
     this.report({ _tag: "RingCorrupt", error })
     this.endOpenPeriod("Corrupt", error)
-    this.closeInBackground()
+    this.closeAllInBackground()
   }
 
   /**
@@ -778,6 +839,24 @@ export class ChannelImpl implements OpenedChannel {
     return new InvalidState({ operation, expected: "Active", actual: this.current })
   }
 
+  /**
+   * What a receiver configured alike would refuse is refused here, before it is sent: more external
+   * pages than maxExternalPages (it would fail the packet), more bytes than its packet budget (it would
+   * end the channel as Corrupt).
+   */
+  private checkReceivable(packet: P.Packet): PacketTooLarge | undefined {
+    if (packet._tag === "GpaDirect") {
+      let pages = 0
+      for (const range of packet.ranges) pages += range.pfns.length
+      if (pages > this.config.maxExternalPages) {
+        return new PacketTooLarge({ size: pages, max: this.config.maxExternalPages, limit: "maxExternalPages" })
+      }
+    }
+    const length = P.packetLength(packet)
+    const budget = packetBudget(this.config)
+    return length > budget ? new PacketTooLarge({ size: length, max: budget }) : undefined
+  }
+
   private checkPayload(length: number): PacketTooLarge | undefined {
     return length > this.config.maxPacketSize ? new PacketTooLarge({ size: length, max: this.config.maxPacketSize }) : undefined
   }
@@ -793,7 +872,7 @@ export class ChannelImpl implements OpenedChannel {
   readonly sendPacket = (packet: PacketNs.Packet, options?: SendOptions): Effect.Effect<void, SendError> =>
     Effect.suspend((): Effect.Effect<void, SendError> => {
       const problem = this.checkSendable("sendPacket") ?? this.checkPayload(packet.payload.length) ??
-        P.validateOutgoing(packet)
+        P.validateOutgoing(packet) ?? this.checkReceivable(packet)
       if (problem !== undefined) return Effect.fail(problem)
       return this.writePacket(packet, options?.ifFull ?? "wait")
     })
@@ -848,6 +927,8 @@ export class ChannelImpl implements OpenedChannel {
         if (shape._tag === "GpaDirect" && this.endpoint.gpaDirect === false) {
           return Effect.fail(new Unsupported({ capability: "externalData", reason: "the transport cannot name guest physical pages" }))
         }
+        const tooLarge = this.checkReceivable(shape)
+        if (tooLarge !== undefined) return Effect.fail(tooLarge)
         const pins = this.pinExternal(options?.external ?? [])
         if (!Array.isArray(pins)) return Effect.fail(pins)
         const userSettled = options?.onSettled
@@ -857,7 +938,8 @@ export class ChannelImpl implements OpenedChannel {
           // Freed by its completion (see handleCompletion): one round trip for the latency histogram.
           if (this.completing) this.metrics.recordLatency(performance.now() - startedAt)
           for (const unpin of pins) unpin()
-          userSettled?.()
+          // Runs in the receive loop or a close: a throw must stop neither.
+          if (userSettled !== undefined) this.runCallback("onSettled", userSettled)
         })
         if (transaction instanceof TooManyTransactions) {
           for (const unpin of pins) unpin()
@@ -939,12 +1021,12 @@ export class ChannelImpl implements OpenedChannel {
       this.report({ _tag: duplicate ? "DuplicateCompletion" : "UnknownCompletion", error })
       if (this.config.strictCompletions) {
         this.endOpenPeriod("Corrupt", error)
-        this.closeInBackground()
+        this.closeAllInBackground()
       }
     }
   }
 
-  private deliver(packet: PacketNs.InBandPacket | PacketNs.TransferPagesPacket | PacketNs.GpaDirectPacket): void {
+  private deliver(packet: DataPacket): void {
     this.counters.packetsReceived++
     this.counters.bytesReceived += packet.payload.length
     this.outstanding++
@@ -992,6 +1074,12 @@ export class ChannelImpl implements OpenedChannel {
         if (this.closeReason !== undefined) return "stop"
         continue
       }
+      if (this.config.unknownPackets !== "deliver" && (result._tag === "Unknown" || P.unknownFlagBits(result) !== 0)) {
+        // Consumed whatever the policy, so no reader is ever stuck behind it (issue 8, C14).
+        if (!canDeliver) this.in.read()
+        if (this.refuseUnknown(result)) return "stop"
+        continue
+      }
       if (!canDeliver) {
         status = "blocked"
         break
@@ -1000,6 +1088,26 @@ export class ChannelImpl implements OpenedChannel {
     }
     if (this.in.commit()) this.signalPeer()
     return status
+  }
+
+  /**
+   * A packet of a type this channel does not interpret, or with flag bits it does not know: skipped and
+   * reported (as Linux drivers log and skip), or fatal (`unknownPackets: "fail"`, OpenVMM's rule).
+   * Returns true when the channel ended.
+   */
+  private refuseUnknown(packet: DataPacket): boolean {
+    const unknownType = packet._tag === "Unknown"
+    const field = unknownType ? "type" : "flags"
+    const value = unknownType ? packet.type : packet.flags
+    const reason = unknownType ? "packet of an unknown type" : "packet with unknown flag bits"
+    if (this.config.unknownPackets === "fail") {
+      if (this.in.commit()) this.signalPeer()
+      this.failCorrupt(new RingCorrupt({ reason, field, value }))
+      return true
+    }
+    this.counters.unknownPackets++
+    this.report({ _tag: "UnknownPacket", error: new MalformedPacket({ reason: `${reason}, skipped`, field, value }) })
+    return false
   }
 
   private readonly receiveLoop: Effect.Effect<void> = Effect.suspend(() => {
@@ -1108,7 +1216,7 @@ export class ChannelImpl implements OpenedChannel {
             if (Exit.isSuccess(exit)) {
               const result = exit.value
               // A result that cannot be sent (too large) still ends the packet: with the failure payload.
-              return restore(packet.complete(result instanceof Uint8Array ? result : EMPTY)).pipe(
+              return packet.complete(result instanceof Uint8Array ? result : EMPTY).pipe(
                 Effect.catchTag("PacketTooLarge", (error) => this.handlerFailed(packet, Cause.fail(error))),
                 Effect.ignore
               )
@@ -1158,7 +1266,8 @@ export class ChannelImpl implements OpenedChannel {
         Effect.ensuring(Effect.suspend(() => {
           stopping = true
           for (const fiber of fibers) this.handlerFibers.delete(fiber)
-          return Fiber.interruptAll(Array.from(fibers))
+          // Bounded: a worker may be the fiber interrupting serve (a handler closing the serve's scope).
+          return interruptBounded(fibers)
         }))
       )
     }) as Effect.Effect<void, ReceiveError, Exclude<R, Scope.Scope>>
@@ -1188,8 +1297,12 @@ export class ChannelImpl implements OpenedChannel {
       }
       packet.state = disposition
       if (disposition === "autoCompleted") this.counters.autoCompleted++
-      if (!packet.completionRequested || !this.writable) {
+      if (!packet.completionRequested) {
         this.release(packet)
+        return Effect.void
+      }
+      if (!this.writable) {
+        this.dropCompletion(packet, `the open period ended (${this.closeReason ?? "rings released"})`)
         return Effect.void
       }
       const completion: P.CompletionPacket = {
@@ -1199,13 +1312,16 @@ export class ChannelImpl implements OpenedChannel {
       }
       this.outbox.push({ packet, completion })
       this.flushOutbox()
-      // Wait (interruptibly) until it is in the ring; an interruption leaves it queued, not lost.
+      // A drain waiting for packets in consumers' hands: this one has left them.
+      this.outstandingChanged.notifyAll()
+      // Wait until it is in the ring — interruptibly even inside a completion guard: an interruption
+      // leaves it queued, not lost, and no close may wait on a peer that stopped reading.
       const waitWritten: Effect.Effect<void> = Effect.suspend(() => {
         const seen = this.outboxChanged.current
         if (!this.live.has(packet)) return Effect.void
         return Effect.zipRight(this.outboxChanged.waitAfter(seen), waitWritten)
       })
-      return waitWritten
+      return Effect.interruptible(waitWritten)
     })
   }
 
@@ -1269,51 +1385,78 @@ export class ChannelImpl implements OpenedChannel {
       return Effect.void
     })
 
-  /** Waits until every delivered packet is completed, up to the drain timeout; then forces it. */
+  /**
+   * Waits until no delivered packet is in a consumer's hands — closing: and no completion is still
+   * queued — up to the drain timeout; then interrupts the handlers (waiting a short grace at most) and
+   * forces the rest. Packets held by the fiber running the pause or close are not waited for: it cannot
+   * complete them while it waits (a handler closing its own channel).
+   */
   private drainOutstanding(closing: boolean): Effect.Effect<void> {
     return Effect.suspend(() => {
-    // Closing: packets read but not handed out are completed with the failure payload. Pausing keeps
-    // them for after start; only packets in a consumer's hands are waited for.
-    const undelivered = closing ? this.queue.splice(0) : []
-    const waitAll: Effect.Effect<void> = Effect.suspend(() => {
-      const seen = this.outstandingChanged.current
-      if (this.outstanding - this.queue.length <= 0) return Effect.void
-      return Effect.zipRight(this.outstandingChanged.waitAfter(seen), waitAll)
-    })
-    return Effect.forEach(undelivered, (packet) => this.autoComplete(packet), { discard: true }).pipe(
+      const self = actingFiber()
+      // Closing: packets read but not handed out are completed with the failure payload. Pausing keeps
+      // them for after start; only packets in a consumer's hands are waited for.
+      if (closing) {
+        for (const packet of this.queue.splice(0)) this.autoCompleteNow(packet)
+        this.flushOutbox()
+      }
+      const busy = (): boolean => {
+        if (closing && this.outbox.length > 0) return true
+        for (const packet of this.live) {
+          if (packet.state === "pending" && packet.holder !== undefined && packet.holder !== self) return true
+        }
+        return false
+      }
+      const waitAll: Effect.Effect<void> = Effect.suspend(() => {
+        const seen = this.outstandingChanged.current
+        if (!busy()) return Effect.void
+        return Effect.zipRight(this.outstandingChanged.waitAfter(seen), waitAll)
+      })
       // Interruptible: the close runs as a finalizer, and the timeout must be able to stop the wait.
-      Effect.zipRight(Effect.timeout(Effect.interruptible(waitAll), Duration.millis(this.config.drainTimeoutMillis))),
-      Effect.catchAll(() =>
-        Effect.suspend(() => {
+      return Effect.timeout(Effect.interruptible(waitAll), Duration.millis(this.config.drainTimeoutMillis)).pipe(
+        Effect.matchEffect({
           // C15: interrupt hung handlers (their packets auto-complete), then force the rest.
-          return Fiber.interruptAll(Array.from(this.handlerFibers)).pipe(
-            Effect.zipRight(Effect.sync(() => this.forceCompleteAll()))
-          )
+          onFailure: () =>
+            Effect.zipRight(
+              interruptBounded(this.handlerFibers),
+              Effect.sync(() => this.forceCompleteAll(closing ? undefined : self))
+            ),
+          // Closing: what the closing fiber itself holds is completed now.
+          onSuccess: () => (closing ? Effect.sync(() => this.forceCompleteAll(undefined)) : Effect.void)
         })
       )
-    )
     })
   }
 
+  /** Completes a pending packet with the failure payload at once; the completion waits in the outbox. */
+  private autoCompleteNow(packet: PacketHandle): void {
+    if (packet.state !== "pending") return
+    packet.state = "autoCompleted"
+    this.counters.autoCompleted++
+    if (!packet.completionRequested) {
+      this.release(packet)
+    } else if (!this.writable) {
+      this.dropCompletion(packet, `the open period ended (${this.closeReason ?? "rings released"})`)
+    } else {
+      this.outbox.push({
+        packet,
+        completion: { _tag: "Completion", transactionId: packet.packet.transactionId, payload: this.config.failureCompletion }
+      })
+    }
+  }
+
   /**
-   * Packets still pending after the drain timeout (held by code outside `serve`): completed now with
-   * the failure payload if the ring has room, so neither the quota nor the peer stays blocked. A later
-   * `complete` by their holder gets `PacketAlreadyCompleted`.
+   * Packets still pending after the drain timeout (held by code outside `serve`, or by the closing
+   * fiber itself): completed now with the failure payload, so neither the quota nor the peer stays
+   * blocked. A later `complete` by their holder gets `PacketAlreadyCompleted`. A pause spares what its
+   * own fiber holds (`except`): that consumer goes on after the pause returns.
    */
-  private forceCompleteAll(): void {
+  private forceCompleteAll(except: Fiber.RuntimeFiber<unknown, unknown> | undefined): void {
     const queued = new Set(this.queue)
     for (const packet of Array.from(this.live)) {
       if (packet.state !== "pending" || queued.has(packet)) continue
-      packet.state = "autoCompleted"
-      this.counters.autoCompleted++
-      if (packet.completionRequested && this.writable) {
-        this.outbox.push({
-          packet,
-          completion: { _tag: "Completion", transactionId: packet.packet.transactionId, payload: this.config.failureCompletion }
-        })
-      } else {
-        this.release(packet)
-      }
+      if (except !== undefined && packet.holder === except) continue
+      this.autoCompleteNow(packet)
     }
     this.flushOutbox()
   }
@@ -1324,7 +1467,8 @@ export class ChannelImpl implements OpenedChannel {
     }
     this.delivering = false
     return this.setState("Paused").pipe(
-      Effect.zipRight(runHook(this.hooks.onSuspend)),
+      Effect.zipRight(Effect.sync(() => this.spaceChanged.notifyAll())),
+      Effect.zipRight(this.runHook("onSuspend", () => this.hooks.onSuspend)),
       Effect.zipRight(this.drainOutstanding(false)),
       Effect.zipRight(Effect.sync(() => this.failPending("LocalClose")))
     )
@@ -1335,13 +1479,14 @@ export class ChannelImpl implements OpenedChannel {
       return Effect.fail(new InvalidState({ operation: "start", expected: "Paused", actual: this.current }))
     }
     return this.setState("Active").pipe(
-      Effect.zipRight(runHook(this.hooks.onStarted?.({ send: this.send }))),
+      Effect.zipRight(this.runHook("onStarted", () => this.hooks.onStarted?.({ send: this.send }))),
       Effect.zipRight(Effect.sync(() => {
-        this.delivering = true
+        // C3: after `fail` the queue stays stopped for every consumer until the channel is reopened.
+        this.delivering = this.terminal === undefined
         this.packetWaiters.wakeAll()
         this.wake.ring()
       })),
-      Effect.zipRight(runHook(this.hooks.onPostStarted?.(this)))
+      Effect.zipRight(this.runHook("onPostStarted", () => this.hooks.onPostStarted?.(this)))
     )
   })
 
@@ -1538,9 +1683,10 @@ export class ChannelImpl implements OpenedChannel {
   // ----- open and close ----------------------------------------------------------------------
 
   /** Opened → Started → receive loop → PostStarted. */
-  run(scope: Scope.Scope): Effect.Effect<void, unknown> {
+  run(scope: Scope.CloseableScope): Effect.Effect<void, unknown> {
     return Effect.gen(this, function*() {
       this.runtime = yield* Effect.runtime<never>()
+      this.openScope = scope
       this.endpoint.onPeerClose((reason) => {
         this.endOpenPeriod(reason, new ChannelClosed({ reason }))
         // KMCL: a peer close or rescind runs Suspend and Closed without waiting for the local disable.
@@ -1570,8 +1716,38 @@ export class ChannelImpl implements OpenedChannel {
       )
       if (this.config.metricsFlushMillis > 0) yield* Effect.forkIn(this.metrics.timer(this.config.metricsFlushMillis), scope)
       if (this.hooks.onPostStarted) yield* this.hooks.onPostStarted(this)
+      this.openFinished = true
+      // Corrupted while onPostStarted ran: the channel-level close ran then, the rest runs now.
+      if (this.closeReason === "Corrupt") this.closeAllInBackground()
     })
   }
+
+  /** The open period's scope (endpoint, rings, the close): closed by the channel itself on corruption. */
+  private openScope: Scope.CloseableScope | undefined = undefined
+  private openFinished = false
+  private selfCloseStarted = false
+  private readonly selfCloseDone = Deferred.unsafeMake<void>(FiberId.none)
+
+  /**
+   * A corrupt ring runs the whole close at once — channel close, then CLOSECHANNEL (client) or rescind
+   * (server) and GPADL teardown — so the healthy peer sees `ChannelClosed` instead of waiting for this
+   * side's owner to close its scope. Before the open has returned, only the channel-level close runs.
+   */
+  private closeAllInBackground(): void {
+    if (this.runtime === undefined || this.openScope === undefined || !this.openFinished) {
+      this.closeInBackground()
+      return
+    }
+    if (this.selfCloseStarted) return
+    this.selfCloseStarted = true
+    const scope = this.openScope
+    Runtime.runFork(this.runtime)(Effect.ensuring(Scope.close(scope, Exit.void), Deferred.done(this.selfCloseDone, Exit.void)))
+  }
+
+  /** The owner's scope ends only after a close the channel started itself has finished. */
+  readonly awaitSelfClose: Effect.Effect<void> = Effect.suspend(() =>
+    this.selfCloseStarted ? Deferred.await(this.selfCloseDone) : Effect.void
+  )
 
   /** The runtime the channel was opened in (its clock, logger, services), for closes started by the peer. */
   private runtime: Runtime.Runtime<never> | undefined = undefined
@@ -1603,12 +1779,13 @@ export class ChannelImpl implements OpenedChannel {
       this.delivering = false
       yield* this.setState("Closing")
       this.packetWaiters.wakeAll()
-      if (wasRunning) yield* runHook(this.hooks.onSuspend)
+      this.spaceChanged.notifyAll()
+      if (wasRunning) yield* this.runHook("onSuspend", () => this.hooks.onSuspend)
       yield* this.drainOutstanding(true)
       this.endOpenPeriod("LocalClose", new ChannelClosed({ reason: "LocalClose" }))
       yield* this.metrics.flush
       yield* this.setState("Closed")
-      if (this.reachedActive) yield* runHook(this.hooks.onClosed?.(this.closeReason ?? "LocalClose"))
+      if (this.reachedActive) yield* this.runHook("onClosed", () => this.hooks.onClosed?.(this.closeReason ?? "LocalClose"))
     }).pipe(Effect.withSpan("vmbus.channel.close", { attributes: this.spanAttributes }))
   }
 }
@@ -1616,6 +1793,18 @@ export class ChannelImpl implements OpenedChannel {
 // ---------------------------------------------------------------------------------------------
 // Constructors
 // ---------------------------------------------------------------------------------------------
+
+/**
+ * The largest packet (trailer excluded) a channel accepts: a GPA-direct packet of maxExternalPages
+ * one-page ranges (a range header and a PFN each) and a maxPacketSize payload — so every packet within
+ * the limits fits the reader's private buffer. Senders refuse larger ones with `PacketTooLarge`.
+ */
+export const packetBudget = (config: ChannelConfig): number =>
+  Math.min(
+    L.MAX_PACKET_LENGTH,
+    L.DESCRIPTOR_SIZE + L.EXTENDED_HEADER_SIZE + config.maxExternalPages * (L.GPA_RANGE_HEADER_SIZE + L.PFN_SIZE) +
+      L.align8Safe(config.maxPacketSize)
+  )
 
 const ringFits = (config: ChannelConfig, pages: number, field: string): InvalidParameter | undefined => {
   const dataSize = (pages - 1) * L.PAGE_SIZE
@@ -1656,11 +1845,25 @@ export const open = <E = never>(
     const outer = yield* Effect.scope
     // Everything of this open period lives in its own scope, closed at once if the open fails.
     const scope = yield* Scope.fork(outer, ExecutionStrategy.sequential)
+    // The close runs to its end even if the fiber closing the outer scope is interrupted half-way (a
+    // raw Scope.close is interruptible, and an abandoned close leaves the channel and its offer open for
+    // good): it runs in a fiber of its own that the closer awaits. Added after the fork, so it runs first.
+    // The daemon acts for the closer: a handler closing its own channel is not waited for (defect 7).
+    yield* Scope.addFinalizerExit(outer, (exit) =>
+      Effect.uninterruptible(Effect.suspend(() =>
+        Effect.flatMap(
+          Effect.forkDaemon(actingFor(actingFiber(), Scope.close(scope, exit))),
+          Fiber.await
+        )
+      )))
     const requestedGeometry = input.role === "client" && ("outgoingRingPages" in input || "incomingRingPages" in input)
-    return yield* openIn(config, transport, scope, hooks, requestedGeometry).pipe(
+    const channel = yield* openIn(config, transport, scope, hooks, requestedGeometry).pipe(
       Scope.extend(scope),
       Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause)))
     )
+    // Runs before the open period's scope closes (finalizers run in reverse order).
+    yield* Scope.addFinalizer(outer, channel.awaitSelfClose)
+    return channel as OpenedChannel
   }).pipe(Effect.withSpan("vmbus.channel.open", {
     attributes: {
       "vmbus.interface_type": input.interfaceType,
@@ -1672,10 +1875,10 @@ export const open = <E = never>(
 const openIn = <E>(
   config: ChannelConfig,
   transport: Transport.TransportShape,
-  scope: Scope.Scope,
+  scope: Scope.CloseableScope,
   hooks: Hooks<E>,
   requestedGeometry: boolean
-): Effect.Effect<OpenedChannel, E | OpenError, Scope.Scope> =>
+): Effect.Effect<ChannelImpl, E | OpenError, Scope.Scope> =>
   Effect.gen(function*() {
     // Capabilities the transport lacks are typed errors up front, never silently ignored (B1, C16).
     if (config.role === "server" && !transport.capabilities.serverRole) {
@@ -1710,8 +1913,7 @@ const openIn = <E>(
     if (endpoint.ringsValid?.() === false) return yield* new ChannelClosed({ reason: "PeerClose" })
     yield* Effect.annotateCurrentSpan(spanAttributes(endpoint))
     const incomingDataSize = endpoint.incoming.byteLength - L.CONTROL_PAGE_SIZE
-    const maxPacketLength = L.DESCRIPTOR_SIZE + L.EXTENDED_HEADER_SIZE + 8 * 16 + 8 * config.maxExternalPages +
-      L.align8Safe(config.maxPacketSize)
+    const maxPacketLength = packetBudget(config)
     const out = Ring.OutgoingRing.attach(endpoint.outgoing)
     if (!(out instanceof Ring.OutgoingRing)) {
       return yield* (out._tag === "RingCorrupt" ? out : Effect.fail(out))
@@ -1733,6 +1935,6 @@ const openIn = <E>(
     // The close runs before the transport releases the endpoint (finalizers run in reverse order).
     yield* Effect.addFinalizer(() => channel.close())
     yield* (channel.run(scope) as Effect.Effect<void, E>)
-    return channel as OpenedChannel
+    return channel
   })
 

@@ -28,6 +28,8 @@ const completionsReceived = counter("vmbus_completions_received", "completions r
 const unknownCompletions = counter("vmbus_unknown_completions", "completions naming no outstanding request")
 const autoCompleted = counter("vmbus_auto_completed", "packets completed with the failure payload by the library")
 const handlerFailures = counter("vmbus_handler_failures", "serve handlers that failed, died or returned an unsendable result")
+const completionsDropped = counter("vmbus_completions_dropped", "completions owed to the peer and never written (the open period ended first)")
+const unknownPackets = counter("vmbus_unknown_packets", "packets of an unknown type or with unknown flag bits, skipped")
 /** Requests waiting for their completion. */
 const requestsOutstanding = Metric.gauge("vmbus_requests_outstanding")
 
@@ -54,6 +56,8 @@ export interface Counts {
   readonly ringFullWaits: number
   readonly unknownCompletions: number
   readonly handlerFailures: number
+  readonly completionsDropped: number
+  readonly unknownPackets: number
 }
 
 const FIELDS: ReadonlyArray<readonly [keyof Counts, Metric.Metric.Counter<number>]> = [
@@ -68,13 +72,16 @@ const FIELDS: ReadonlyArray<readonly [keyof Counts, Metric.Metric.Counter<number
   ["completionsReceived", completionsReceived],
   ["unknownCompletions", unknownCompletions],
   ["autoCompleted", autoCompleted],
-  ["handlerFailures", handlerFailures]
+  ["handlerFailures", handlerFailures],
+  ["completionsDropped", completionsDropped],
+  ["unknownPackets", unknownPackets]
 ]
 
 /** Events between two flushes at most (the receive loop checks this count, not the clock). */
 const EVENTS_PER_FLUSH = 256
 
-const events = (c: Counts): number => c.packetsSent + c.packetsReceived + c.completionsReceived + c.signalsReceived
+const events = (c: Counts): number =>
+  c.packetsSent + c.packetsReceived + c.completionsReceived + c.signalsReceived + c.unknownPackets
 
 export class ChannelMetrics {
   private readonly flushed: { -readonly [K in keyof Counts]: number } = {
@@ -89,7 +96,9 @@ export class ChannelMetrics {
     signalsReceived: 0,
     ringFullWaits: 0,
     unknownCompletions: 0,
-    handlerFailures: 0
+    handlerFailures: 0,
+    completionsDropped: 0,
+    unknownPackets: 0
   }
   private flushedOutstanding = -1
   private readonly latencies = new Float64Array(EVENTS_PER_FLUSH)

@@ -262,8 +262,17 @@ export class Bus {
     this.postBytes(direction, bytes)
   }
 
+  /** The control-plane hook (`Transport.interceptMessages`), if one is installed. */
+  interceptor: Transport.MessageInterceptor | undefined = undefined
+
   /** Delivers raw bytes as a channel message (tests use it to inject malformed messages). */
   postBytes(direction: "toHost" | "toGuest", bytes: Uint8Array): void {
+    const interceptor = this.interceptor
+    if (interceptor === undefined) return this.enqueue(direction, bytes)
+    interceptor({ direction, bytes: bytes.slice() }, (delivered) => this.enqueue(direction, delivered))
+  }
+
+  private enqueue(direction: "toHost" | "toGuest", bytes: Uint8Array): void {
     this.log?.push({ direction, bytes: bytes.slice() })
     if (direction === "toHost") {
       this.messagesToHost++
@@ -333,6 +342,9 @@ export class Bus {
         this.gpadlRelids.delete(gpadl.handle)
         let status = 0
         if (this.hostGpadls.has(gpadl.handle)) status = STATUS_UNSUCCESSFUL
+        // A GPADL for a channel the host no longer offers (rescinded while the header was in flight)
+        // would never be released: the guest drops its GPADLs without GPADL_TEARDOWN after a rescind.
+        if (!this.hostOffers.has(gpadl.childRelid)) status = STATUS_UNSUCCESSFUL
         for (const pfn of gpadl.pfns) if (!this.memory.isAllocated(pfn)) status = STATUS_UNSUCCESSFUL
         if (status === 0) {
           this.hostGpadls.set(gpadl.handle, {

@@ -19,7 +19,18 @@ export interface GpaRange {
   readonly pfns: ReadonlyArray<number>
 }
 
-export interface InBandPacket {
+/**
+ * The descriptor's `flags` word, kept as DPDK keeps it (any bits, on any type). On a data packet bit 0
+ * is `completionRequested`; `flags` is present on a decoded packet only when it holds more than that
+ * bit says (on a completion: any bit), so the usual packets read as before. A sender may set it; what
+ * it writes is `flags | (completionRequested ? 1 : 0)`.
+ */
+interface Flagged {
+  /** The descriptor's flags word when it says more than `completionRequested` (see above). */
+  readonly flags?: number | undefined
+}
+
+export interface InBandPacket extends Flagged {
   readonly _tag: "InBand"
   /** The sender's id for the transaction; 0 when no completion is requested. */
   readonly transactionId: bigint
@@ -29,7 +40,7 @@ export interface InBandPacket {
   readonly payload: Uint8Array
 }
 
-export interface CompletionPacket {
+export interface CompletionPacket extends Flagged {
   readonly _tag: "Completion"
   /** The id of the request this completes. */
   readonly transactionId: bigint
@@ -37,7 +48,7 @@ export interface CompletionPacket {
   readonly payload: Uint8Array
 }
 
-export interface TransferPagesPacket {
+export interface TransferPagesPacket extends Flagged {
   readonly _tag: "TransferPages"
   /** The sender's id for the transaction; 0 when no completion is requested. */
   readonly transactionId: bigint
@@ -53,7 +64,7 @@ export interface TransferPagesPacket {
   readonly payload: Uint8Array
 }
 
-export interface GpaDirectPacket {
+export interface GpaDirectPacket extends Flagged {
   readonly _tag: "GpaDirect"
   /** The sender's id for the transaction; 0 when no completion is requested. */
   readonly transactionId: bigint
@@ -65,7 +76,42 @@ export interface GpaDirectPacket {
   readonly payload: Uint8Array
 }
 
-export type Packet = InBandPacket | CompletionPacket | TransferPagesPacket | GpaDirectPacket
+/**
+ * A well-framed packet of a type this library does not interpret (anything but 0x6, 0x7, 0x9, 0xB):
+ * `header` holds the bytes between the descriptor and the payload (`offset8 * 8 - 16`, a multiple of 8).
+ * Decoding never fails on the type, so a reader can always move past such a packet; what to do with it
+ * is the reader's policy (the channel's `unknownPackets`).
+ */
+export interface UnknownPacket extends Flagged {
+  readonly _tag: "Unknown"
+  /** The wire type (u16), none of those this library interprets. */
+  readonly type: number
+  /** The descriptor's transaction id (u64). */
+  readonly transactionId: bigint
+  /** Bit 0 of the flags word. */
+  readonly completionRequested: boolean
+  /** The bytes between the descriptor and the payload (a multiple of 8). */
+  readonly header: Uint8Array
+  /** The bytes from `offset8 * 8` to the end of the packet, zero padding included. */
+  readonly payload: Uint8Array
+}
+
+export type Packet = InBandPacket | CompletionPacket | TransferPagesPacket | GpaDirectPacket | UnknownPacket
+
+/** Wire type values this library interprets. */
+export const isKnownType = (type: number): boolean =>
+  type === L.PACKET_TYPE_IN_BAND || type === L.PACKET_TYPE_TRANSFER_PAGES || type === L.PACKET_TYPE_GPA_DIRECT ||
+  type === L.PACKET_TYPE_COMPLETION
+
+/** The flags word a packet is written with. */
+export const wireFlags = (packet: Packet): number =>
+  packet._tag === "Completion"
+    ? packet.flags ?? 0
+    : (packet.flags ?? 0) | (packet.completionRequested ? L.FLAG_COMPLETION_REQUESTED : 0)
+
+/** Flag bits of a data packet other than COMPLETION_REQUESTED (none defined; a peer may still set them). */
+export const unknownFlagBits = (packet: Packet): number =>
+  packet._tag === "Completion" ? 0 : (packet.flags ?? 0) & ~L.FLAG_COMPLETION_REQUESTED
 
 const U64_MAX = 0xffff_ffff_ffff_ffffn
 
@@ -74,6 +120,8 @@ const typeHeaderSize = (packet: Packet): number => {
     case "InBand":
     case "Completion":
       return 0
+    case "Unknown":
+      return packet.header.length
     case "TransferPages":
       return L.EXTENDED_HEADER_SIZE + packet.ranges.length * L.TRANSFER_PAGE_RANGE_SIZE
     case "GpaDirect": {
@@ -111,7 +159,25 @@ export const validateOutgoing = (packet: Packet): InvalidParameter | PacketTooLa
   if (typeof packet.transactionId !== "bigint" || packet.transactionId < 0n || packet.transactionId > U64_MAX) {
     return new InvalidParameter({ field: "transactionId", reason: "must be a u64", value: packet.transactionId })
   }
+  const flags = packet.flags
+  if (flags !== undefined) {
+    if (!Number.isInteger(flags) || flags < 0 || flags > 0xffff) {
+      return new InvalidParameter({ field: "flags", reason: "must be a u16", value: flags })
+    }
+    if (packet._tag !== "Completion" && (flags & L.FLAG_COMPLETION_REQUESTED) !== 0 && !packet.completionRequested) {
+      return new InvalidParameter({ field: "flags", reason: "bit 0 is completionRequested, which is false", value: flags })
+    }
+  }
   switch (packet._tag) {
+    case "Unknown": {
+      if (!Number.isInteger(packet.type) || packet.type < 0 || packet.type > 0xffff || isKnownType(packet.type)) {
+        return new InvalidParameter({ field: "type", reason: "an unknown packet needs a u16 type other than 0x6, 0x7, 0x9, 0xB", value: packet.type })
+      }
+      if (packet.header.length % 8 !== 0 || L.DESCRIPTOR_SIZE + packet.header.length > 0xffff * 8) {
+        return new InvalidParameter({ field: "header", reason: "must be a multiple of 8 bytes", value: packet.header.length })
+      }
+      break
+    }
     case "TransferPages": {
       if (!Number.isInteger(packet.transferPageSetId) || packet.transferPageSetId < 0 || packet.transferPageSetId > 0xffff) {
         return new InvalidParameter({ field: "transferPageSetId", reason: "must be a u16", value: packet.transferPageSetId })
@@ -164,30 +230,31 @@ export const encodeHeaderInto = (packet: Packet, target: Uint8Array, view: DataV
   const header = headerSize(packet)
   const length = L.align8Safe(header + packet.payload.length)
   let type: number
-  let flags = 0
   switch (packet._tag) {
     case "InBand":
       type = L.PACKET_TYPE_IN_BAND
-      if (packet.completionRequested) flags = L.FLAG_COMPLETION_REQUESTED
       break
     case "Completion":
       type = L.PACKET_TYPE_COMPLETION
       break
     case "TransferPages":
       type = L.PACKET_TYPE_TRANSFER_PAGES
-      if (packet.completionRequested) flags = L.FLAG_COMPLETION_REQUESTED
       break
     case "GpaDirect":
       type = L.PACKET_TYPE_GPA_DIRECT
-      if (packet.completionRequested) flags = L.FLAG_COMPLETION_REQUESTED
+      break
+    case "Unknown":
+      type = packet.type
       break
   }
   view.setUint16(0, type, true)
   view.setUint16(2, header / 8, true)
   view.setUint16(4, length / 8, true)
-  view.setUint16(6, flags, true)
+  view.setUint16(6, wireFlags(packet), true)
   view.setBigUint64(8, packet.transactionId, true)
-  if (packet._tag === "TransferPages") {
+  if (packet._tag === "Unknown") {
+    target.set(packet.header, L.DESCRIPTOR_SIZE)
+  } else if (packet._tag === "TransferPages") {
     view.setUint16(16, packet.transferPageSetId, true)
     target[18] = packet.senderOwnsSet ? 1 : 0
     target[19] = 0
@@ -231,9 +298,10 @@ const corrupt = (reason: string, field: string, offset: number | undefined, valu
 
 /**
  * Decodes a packet from a private copy of its bytes (exactly `len8 * 8` long). Structural problems —
- * unknown type or flags, lengths that do not add up, range arrays that do not fit the header — are
- * `RingCorrupt`, since no correct writer produces them. `at` is the packet's data-area offset, for
- * error reports.
+ * lengths that do not add up, range arrays that do not fit the header — are `RingCorrupt`, since no
+ * correct writer produces them. The type and flags are kept as they are (DPDK): a type this library
+ * does not interpret is an `Unknown` packet, flag bits beyond bit 0 are in `flags`; what to do with
+ * them is the reader's policy. `at` is the packet's data-area offset, for error reports.
  */
 export const decode = (bytes: Uint8Array, at?: number): Packet | RingCorrupt => decodeAt(bytes, 0, bytes.length, at)
 
@@ -249,8 +317,9 @@ export const decodeAt = (buffer: Uint8Array, start: number, size: number, at?: n
   const flags = buffer[b + 6]! | (buffer[b + 7]! << 8)
   if (length !== size) return corrupt("len8 does not match the packet length", "len8", at, length / 8)
   if (offset < L.DESCRIPTOR_SIZE || offset > length) return corrupt("offset8 out of range", "offset8", at, offset / 8)
-  if ((flags & ~L.FLAG_COMPLETION_REQUESTED) !== 0) return corrupt("unknown flag bits", "flags", at, flags)
-  const completionRequested = flags === L.FLAG_COMPLETION_REQUESTED
+  const completionRequested = (flags & L.FLAG_COMPLETION_REQUESTED) !== 0
+  // Present only when it says more than completionRequested (on a completion: any bit), see Flagged.
+  const extra = type === L.PACKET_TYPE_COMPLETION ? flags !== 0 : (flags & ~L.FLAG_COMPLETION_REQUESTED) !== 0
   const low = (buffer[b + 8]! | (buffer[b + 9]! << 8) | (buffer[b + 10]! << 16) | (buffer[b + 11]! << 24)) >>> 0
   const high = (buffer[b + 12]! | (buffer[b + 13]! << 8) | (buffer[b + 14]! << 16) | (buffer[b + 15]! << 24)) >>> 0
   // Exact as a number below 2^53; BigInt arithmetic only for the rare larger ids.
@@ -262,13 +331,16 @@ export const decodeAt = (buffer: Uint8Array, start: number, size: number, at?: n
   const payload = buffer.subarray(b + offset, b + length)
   switch (type) {
     case L.PACKET_TYPE_IN_BAND:
-      return { _tag: "InBand", transactionId, completionRequested, payload }
+      return extra
+        ? { _tag: "InBand", transactionId, completionRequested, payload, flags }
+        : { _tag: "InBand", transactionId, completionRequested, payload }
     case L.PACKET_TYPE_COMPLETION:
-      // A completion requesting a completion has no meaning; OpenVMM accepts the bit, so do we.
-      return { _tag: "Completion", transactionId, payload }
+      // A completion requesting a completion has no meaning; OpenVMM accepts the bit, DPDK any bit: kept.
+      return extra ? { _tag: "Completion", transactionId, payload, flags } : { _tag: "Completion", transactionId, payload }
     default:
       break
   }
+  const withFlags = <A extends Packet>(packet: A): A => (extra ? { ...packet, flags } : packet)
   const bytes = buffer.subarray(b, b + length)
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   switch (type) {
@@ -285,7 +357,7 @@ export const decodeAt = (buffer: Uint8Array, start: number, size: number, at?: n
       for (let i = 0, p = 24; i < count; i++, p += 8) {
         ranges[i] = { byteCount: view.getUint32(p, true), byteOffset: view.getUint32(p + 4, true) }
       }
-      return { _tag: "TransferPages", transactionId, completionRequested, transferPageSetId, senderOwnsSet, ranges, payload }
+      return withFlags({ _tag: "TransferPages", transactionId, completionRequested, transferPageSetId, senderOwnsSet, ranges, payload })
     }
     case L.PACKET_TYPE_GPA_DIRECT: {
       if (offset < L.DESCRIPTOR_SIZE + L.EXTENDED_HEADER_SIZE) {
@@ -311,10 +383,10 @@ export const decodeAt = (buffer: Uint8Array, start: number, size: number, at?: n
         }
         ranges.push({ byteCount, byteOffset, pfns })
       }
-      return { _tag: "GpaDirect", transactionId, completionRequested, ranges, payload }
+      return withFlags({ _tag: "GpaDirect", transactionId, completionRequested, ranges, payload })
     }
     default:
-      return corrupt("unsupported packet type", "type", at, type)
+      return withFlags({ _tag: "Unknown", type, transactionId, completionRequested, header: bytes.subarray(L.DESCRIPTOR_SIZE, offset), payload })
   }
 }
 

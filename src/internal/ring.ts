@@ -180,14 +180,14 @@ export class OutgoingRing {
     if (free <= total) return new RingFull({ required: total, available: free })
     const start = this.cursor
     const size = this.dataSize
-    if (start + total <= size && packet._tag !== "GpaDirect" && packet._tag !== "TransferPages") {
+    if (start + total <= size && (packet._tag === "InBand" || packet._tag === "Completion")) {
       // Fast path: no wrap, no sub-header — fields straight into the ring.
       const data = this.data
       const view = this.dataView
       view.setUint16(start, packet._tag === "InBand" ? L.PACKET_TYPE_IN_BAND : L.PACKET_TYPE_COMPLETION, true)
       view.setUint16(start + 2, 2, true)
       view.setUint16(start + 4, length >>> 3, true)
-      view.setUint16(start + 6, packet._tag === "InBand" && packet.completionRequested ? 1 : 0, true)
+      view.setUint16(start + 6, P.wireFlags(packet), true)
       view.setBigUint64(start + 8, packet.transactionId, true)
       const payloadLength = packet.payload.length
       data.set(packet.payload, start + 16)
@@ -425,6 +425,37 @@ export class IncomingRing {
       else this.snapshot = undefined
     }
     return packet
+  }
+
+  /**
+   * Moves past the next packet without decoding it: only its framing (`len8`, `offset8` against the
+   * readable bytes) is checked, since that is all it takes to find the packet after it. For a packet
+   * the reader will not take (larger than `maxPacketLength`, a type it does not handle). Returns false
+   * when the ring is empty; a framing error is `RingCorrupt` (nothing is consumed: there is no next).
+   */
+  skip(): boolean | RingCorrupt {
+    this.snapshot = undefined
+    const w = this.loadWriteIndex()
+    if (typeof w !== "number") return w
+    const at = this.cursor
+    const avail = readable(w, at, this.dataSize)
+    if (avail === 0) return false
+    if (avail < L.DESCRIPTOR_SIZE + L.TRAILER_SIZE) {
+      return new RingCorrupt({ reason: "fewer bytes than a packet while not empty", field: "write_index", offset: at, value: avail })
+    }
+    const descriptor = new Uint8Array(8)
+    copyOut(this.data, this.dataSize, at, descriptor, 0, 8)
+    const offset = (descriptor[2]! | (descriptor[3]! << 8)) * 8
+    const length = (descriptor[4]! | (descriptor[5]! << 8)) * 8
+    if (length < L.DESCRIPTOR_SIZE || length + L.TRAILER_SIZE > avail) {
+      return new RingCorrupt({ reason: "packet length outside the available bytes", field: "len8", offset: at, value: length / 8 })
+    }
+    if (offset < L.DESCRIPTOR_SIZE || offset > length) {
+      return new RingCorrupt({ reason: "payload offset outside the packet", field: "offset8", offset: at, value: offset / 8 })
+    }
+    const next = at + length + L.TRAILER_SIZE
+    this.cursor = next >= this.dataSize ? next - this.dataSize : next
+    return true
   }
 
   /** Bytes consumed since the last commit. */
