@@ -149,12 +149,16 @@ export const Layouts = {
 export const DynamicMemoryProtocol = M.DynamicMemoryProtocol
 
 /**
+ * A `dm_mem_page_range`: a first PFN (40 bits) and a page count (24 bits).
+ *
  * @since 0.1.0
  * @category models
  */
 export type PageRange = M.PageRange
 
 /**
+ * What a guest reports in `dm_capabilities.caps`.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -194,12 +198,16 @@ export const decode = M.decode
 export const rangesOfPfns: (pfns: ReadonlyArray<number>) => Array<PageRange> = M.rangesOfPfns
 
 /**
+ * Pages set aside by one `BalloonPages.reserve` call, given back range by range or all at once.
+ *
  * @since 0.1.0
  * @category models
  */
 export type Reservation = pagesInternal.Reservation
 
 /**
+ * A source of pages to balloon: `reserve` sets pages aside, `heldPages` counts what is out.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -259,6 +267,8 @@ export const layerProcessPages = (
 ): Layer.Layer<BalloonPages, Unsupported> => LayerNs.scoped(pagesInternal.BalloonPages, processInternal.makeProcessPages(options))
 
 /**
+ * The figures of one status report, in 4 KiB pages.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -274,30 +284,40 @@ export type MemoryStatus = statusInternal.MemoryStatus
 export const readMemoryStatus: Effect.Effect<MemoryStatus> = statusInternal.readMemoryStatus
 
 /**
+ * Options of {@link guest}.
+ *
  * @since 0.1.0
  * @category models
  */
 export type GuestOptions = guestInternal.GuestOptions
 
 /**
+ * What the guest did, as it happened (negotiation, status, balloon, unballoon, hot-add, malformed input).
+ *
  * @since 0.1.0
  * @category models
  */
 export type GuestEvent = guestInternal.GuestEvent
 
 /**
+ * Counters of a running guest.
+ *
  * @since 0.1.0
  * @category models
  */
 export type GuestStats = guestInternal.GuestStats
 
 /**
+ * A running Dynamic Memory guest.
+ *
  * @since 0.1.0
  * @category models
  */
 export type Guest = guestInternal.Guest
 
 /**
+ * Every way {@link guest} can fail to start.
+ *
  * @since 0.1.0
  * @category errors
  */
@@ -315,36 +335,48 @@ export const guest: (
 ) => Effect.Effect<Guest, GuestError, Scope.Scope | Transport.Transport | BalloonPages> = guestInternal.guest
 
 /**
+ * Options of {@link host}.
+ *
  * @since 0.1.0
  * @category models
  */
 export type HostOptions = hostInternal.HostOptions
 
 /**
+ * A running Dynamic Memory host and its operations.
+ *
  * @since 0.1.0
  * @category models
  */
 export type Host = hostInternal.Host
 
 /**
+ * Counters of a running host.
+ *
  * @since 0.1.0
  * @category models
  */
 export type HostStats = hostInternal.HostStats
 
 /**
+ * The pages a balloon or unballoon transaction moved.
+ *
  * @since 0.1.0
  * @category models
  */
 export type BalloonResult = hostInternal.BalloonResult
 
 /**
+ * One status report as the host received it.
+ *
  * @since 0.1.0
  * @category models
  */
 export type StatusReport = hostInternal.StatusReport
 
 /**
+ * Every way a host operation can fail.
+ *
  * @since 0.1.0
  * @category errors
  */

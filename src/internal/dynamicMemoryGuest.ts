@@ -33,6 +33,7 @@ export interface GuestOptions {
   readonly replyTimeout?: Duration.DurationInput | undefined
   /** Hot-add alignment reported in the capabilities, 2^n MiB (default 7, as Linux). */
   readonly hotAddAlignment?: number | undefined
+  /** Open only this device instance (default: the first Dynamic Memory offer). */
   readonly interfaceInstance?: string | undefined
   /** Ranges per balloon response (default 510: one page, as Linux). */
   readonly maxRangesPerMessage?: number | undefined
@@ -51,25 +52,38 @@ export type GuestEvent =
   | { readonly _tag: "Malformed"; readonly error: ProtocolError }
 
 export interface GuestStats {
+  /** Status reports sent. */
   readonly statusReports: number
+  /** Balloon requests received. */
   readonly balloonRequests: number
+  /** Pages given to the host, in total. */
   readonly pagesBallooned: number
+  /** Unballoon requests received (one transaction may take several). */
   readonly unballoonRequests: number
+  /** Pages the host gave back, in total. */
   readonly pagesReturned: number
   /** Pages an unballoon request named that this guest did not hold (ignored). */
   readonly unknownPagesReturned: number
+  /** Hot-add requests received (each declined). */
   readonly hotAddRequests: number
+  /** Host messages that did not decode. */
   readonly malformed: number
+  /** Host messages that decoded but have no place here (e.g. a version response after negotiation). */
   readonly unexpected: number
   /** Pages currently set aside for the host. */
   readonly pagesHeld: number
 }
 
 export interface Guest {
+  /** The negotiated protocol version. */
   readonly version: number
+  /** The host asked for no status reports. */
   readonly suppressPressureReports: boolean
+  /** The Dynamic Memory channel. */
   readonly channel: Channel.OpenedChannel
+  /** Every event, the last 256 replayed to a new subscriber. */
   readonly events: Stream.Stream<GuestEvent>
+  /** Counters, and the pages held now. */
   readonly stats: Effect.Effect<GuestStats>
   /** The page ranges currently given to the host. */
   readonly ballooned: Effect.Effect<ReadonlyArray<M.PageRange>>

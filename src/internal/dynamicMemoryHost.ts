@@ -24,10 +24,13 @@ export const DEFAULT_INSTANCE = "4b6d6c7a-1f0e-4c39-9a52-2f7a3d0e8b11"
 export interface HostOptions {
   /** Which versions to accept (default: QEMU's rule, WIN7 ≤ version ≤ WIN10). */
   readonly acceptVersion?: ((version: number) => boolean) | undefined
+  /** Accept the guest's capabilities (default true; false makes the guest fail). */
   readonly acceptCapabilities?: boolean | undefined
+  /** Ask the guest for no status reports (QEMU: `status-report=off`). Default false. */
   readonly suppressPressureReports?: boolean | undefined
   /** The longest one transaction (request and every answer) may take (default 30 seconds). */
   readonly replyTimeout?: Duration.DurationInput | undefined
+  /** Instance GUID to offer. */
   readonly interfaceInstance?: string | undefined
   /** Guest memory to check returned pages against (in-memory transport). */
   readonly memory?: GuestMemory.GuestMemoryShape | undefined
@@ -41,31 +44,44 @@ export interface Negotiated {
 }
 
 export interface StatusReport {
+  /** `num_avail`. */
   readonly availablePages: bigint
+  /** `num_committed`. */
   readonly committedPages: bigint
+  /** The guest's transaction id of the report. */
   readonly transactionId: number
 }
 
 export interface HostStats {
+  /** Every version request, with the answer given. */
   readonly versionRequests: ReadonlyArray<{ readonly version: number; readonly isLastAttempt: boolean; readonly accepted: boolean }>
+  /** Status reports received. */
   readonly statusReports: number
+  /** Guest messages that did not decode. */
   readonly malformed: number
+  /** Guest messages out of place (e.g. a response outside its transaction). */
   readonly unexpected: number
   /** Pages the guest gave and the host has not returned. */
   readonly pagesHeld: number
 }
 
 export interface BalloonResult {
+  /** Pages moved. */
   readonly pages: number
+  /** The ranges, as carried by the messages. */
   readonly ranges: ReadonlyArray<M.PageRange>
+  /** Messages of the transaction in the direction that carried the ranges. */
   readonly messages: number
 }
 
 export interface Host {
+  /** The Dynamic Memory channel (server side). */
   readonly channel: Channel.OpenedChannel
   /** Waits until the guest finished negotiating (version and capabilities). */
   readonly negotiated: Effect.Effect<Negotiated, NegotiationFailed>
+  /** Status reports as they arrive (the last 64 replayed to a new subscriber). */
   readonly statusReports: Stream.Stream<StatusReport>
+  /** The last status report, if any. */
   readonly latestStatus: Effect.Effect<Option.Option<StatusReport>>
   /** Asks the guest for `pages` pages; returns what it gave (all responses of the transaction). */
   readonly balloon: (pages: number) => Effect.Effect<BalloonResult, HostError>
@@ -75,7 +91,9 @@ export interface Host {
   readonly hotAdd: (range: M.PageRange) => Effect.Effect<{ readonly pageCount: number; readonly result: number }, HostError>
   /** Sends raw bytes as one in-band packet (tests of malformed messages). */
   readonly sendRaw: (bytes: Uint8Array) => Effect.Effect<void, Channel.SendError>
+  /** The pages the guest gave and the host still holds. */
   readonly held: Effect.Effect<ReadonlyArray<M.PageRange>>
+  /** Counters. */
   readonly stats: Effect.Effect<HostStats>
   /** Protocol violations the host saw (malformed or unexpected guest messages), newest last. */
   readonly errors: Effect.Effect<ReadonlyArray<ProtocolError>>

@@ -118,10 +118,13 @@ export interface PageRange {
 }
 
 export interface Capabilities {
+  /** The guest can balloon (give pages to the host). */
   readonly balloon: boolean
+  /** The guest can hot-add memory the host offers. */
   readonly hotAdd: boolean
   /** Hot-add alignment as a power of two in MiB (0–15). */
   readonly hotAddAlignment: number
+  /** The guest can hot-remove memory (protocol 2.0 bit). */
   readonly hotRemove: boolean
 }
 

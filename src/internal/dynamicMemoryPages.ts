@@ -13,6 +13,7 @@ import { rangesOfPfns } from "./dynamicMemoryMessages.js"
 export interface Reservation {
   /** The pages set aside, as PFN ranges. */
   readonly ranges: ReadonlyArray<PageRange>
+  /** How many pages were set aside. */
   readonly pages: number
   /** Pages still held (not yet given back). */
   readonly held: () => number

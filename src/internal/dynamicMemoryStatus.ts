@@ -5,10 +5,13 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 
 export interface MemoryStatus {
+  /** Memory available without swapping (Linux: `MemAvailable`). */
   readonly availablePages: number
+  /** Memory committed (Linux: `Committed_AS`); the host sizes the guest by it. */
   readonly committedPages: number
   /** Swap size in pages (the host's "page file"). */
   readonly pageFileSizePages?: number | undefined
+  /** Free pages (`zero_free`; Linux: `MemFree`). */
   readonly freePages?: number | undefined
 }
 
