@@ -69,6 +69,9 @@ export type IncomingOptions = internal.IncomingOptions
 /**
  * The writer's side of a ring. `write` packets (into the batch), then `commit` once: the result says
  * whether to signal the reader. `requestSpace` / `clearSpaceRequest` drive `pending_send_sz`.
+ * `writeStatus` is the form for hot paths: a full ring or a packet too large for it is a `WriteStatus`
+ * number, not an error object (`ringFull(packet)` / `tooLarge(packet)` build the typed error when one
+ * must reach a user); free space is checked before a byte is written.
  *
  * @since 0.1.0
  * @category models
@@ -83,7 +86,10 @@ export type OutgoingRing = internal.OutgoingRing
 
 /**
  * The reader's side of a ring. `read` / `peek` packets with a private cursor, then `commit`: the
- * result says whether to signal the writer. `mask` / `unmask` drive `interrupt_mask`.
+ * result says whether to signal the writer. `mask` / `unmask` drive `interrupt_mask`. A packet's
+ * payload is a view into a private copy that is never written again once a packet covering it was
+ * returned, so it stays valid for as long as it is held (copies are carved out of shared 32 KiB slabs:
+ * a held payload keeps its slab alive; `slice()` what you keep long).
  *
  * @since 0.1.0
  * @category models
@@ -95,6 +101,21 @@ export const IncomingRing = internal.IncomingRing
  * @category models
  */
 export type IncomingRing = internal.IncomingRing
+
+/**
+ * Results of `OutgoingRing.writeStatus`: written (in the batch, visible at `commit`), no room now
+ * (nothing written; wait for space), or larger than this ring can ever hold.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const WriteStatus = { written: internal.WRITTEN, full: internal.FULL, tooLarge: internal.TOO_LARGE } as const
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type WriteStatus = internal.WriteStatus
 
 /**
  * The result of one read: a packet, `undefined` when empty, or a typed error.

@@ -21,6 +21,7 @@ import type * as IncomingPacketNs from "../IncomingPacket.js"
 import { TypeId as IncomingPacketTypeId } from "../IncomingPacket.js"
 import type * as PacketNs from "../Packet.js"
 import * as Ring from "../Ring.js"
+import { TOO_LARGE, WRITTEN, type WriteStatus } from "./ring.js"
 import type { GuestBuffer } from "../GuestMemory.js"
 import * as Transport from "../Transport.js"
 import type {
@@ -630,8 +631,8 @@ export class ChannelImpl implements OpenedChannel {
         this.dropCompletion(packet, `the open period ended (${this.closeReason ?? "rings released"}) before the ring had room`)
         continue
       }
-      const result = this.out.writeValidated(completion)
-      if (result === undefined) {
+      const result = this.out.writeStatus(completion)
+      if (result === WRITTEN) {
         this.outbox.shift()
         this.counters.packetsSent++
         this.counters.completionsSent++
@@ -639,11 +640,11 @@ export class ChannelImpl implements OpenedChannel {
         this.release(packet)
         continue
       }
-      if (result._tag === "RingCorrupt") {
+      if (typeof result !== "number") {
         this.failCorrupt(result)
         continue
       }
-      if (result._tag === "PacketTooLarge") {
+      if (result === TOO_LARGE) {
         // Checked at completion time; unreachable unless the ring is smaller than maxPacketSize allows.
         this.outbox.shift()
         this.dropCompletion(packet, "larger than the ring")
@@ -658,18 +659,18 @@ export class ChannelImpl implements OpenedChannel {
     this.maybeClearSpaceRequest()
   }
 
-  /** `requestSpace`, except on a polled endpoint: no host signal is wanted there, the next poll re-checks. */
-  private askForSpace(size: number): boolean | RingCorrupt {
-    if (this.endpoint.polled !== true) return this.out.requestSpace(size)
-    const free = this.out.freeBytes()
-    return typeof free === "number" ? free > size : free
-  }
-
   /** A completion that will never be written: counted, reported, and its packet released. */
   private dropCompletion(packet: PacketHandle, reason: string): void {
     this.counters.completionsDropped++
     this.report({ _tag: "CompletionDropped", error: new CompletionDropped({ transactionId: packet.packet.transactionId, reason }) })
     this.release(packet)
+  }
+
+  /** `requestSpace`, except on a polled endpoint: no host signal is wanted there, the next poll re-checks. */
+  private askForSpace(size: number): boolean | RingCorrupt {
+    if (this.endpoint.polled !== true) return this.out.requestSpace(size)
+    const free = this.out.freeBytes()
+    return typeof free === "number" ? free > size : free
   }
 
   /** pending_send_sz is withdrawn only when no writer and no queued completion still needs space. */
@@ -727,13 +728,13 @@ export class ChannelImpl implements OpenedChannel {
 
   // ----- writing -----------------------------------------------------------------------------
 
-  private writeNow(packet: P.Packet): undefined | RingFull | RingCorrupt | PacketTooLarge {
-    const result = this.out.writeValidated(packet)
-    if (result !== undefined) return result
+  private writeNow(packet: P.Packet): WriteStatus | RingCorrupt {
+    const result = this.out.writeStatus(packet)
+    if (result !== WRITTEN) return result
     this.counters.packetsSent++
     this.counters.bytesSent += packet.payload.length
     if (this.out.commit()) this.signalPeer()
-    return undefined
+    return WRITTEN
   }
 
   private failCorrupt(error: RingCorrupt): void {
@@ -782,15 +783,15 @@ export class ChannelImpl implements OpenedChannel {
     written: { done: boolean } | undefined
   ): Effect.Effect<void, RingCorrupt | PacketTooLarge> | "full" {
     const result = this.writeNow(packet)
-    if (result === undefined) {
+    if (result === WRITTEN) {
       if (written) written.done = true
       return Effect.void
     }
-    if (result._tag === "RingCorrupt") {
+    if (typeof result !== "number") {
       this.failCorrupt(result)
       return Effect.fail(result)
     }
-    if (result._tag === "PacketTooLarge") return Effect.fail(result)
+    if (result === TOO_LARGE) return Effect.fail(this.out.tooLarge(packet))
     return "full"
   }
 
@@ -889,14 +890,14 @@ export class ChannelImpl implements OpenedChannel {
       let index = 0
       if (this.waitingWriters === 0) {
         for (; index < payloads.length; index++) {
-          const result = this.out.writeValidated({
+          const result = this.out.writeStatus({
             _tag: "InBand",
             transactionId: 0n,
             completionRequested: false,
             payload: payloads[index]!
           })
-          if (result !== undefined) {
-            if (result._tag === "RingCorrupt") {
+          if (result !== WRITTEN) {
+            if (typeof result !== "number") {
               this.out.revert()
               this.failCorrupt(result)
               return Effect.fail(result)

@@ -97,6 +97,12 @@ const copyOut = (data: Uint8Array, size: number, at: number, dst: Uint8Array, ds
   }
 }
 
+/** `OutgoingRing.writeStatus` results: written, no room now (nothing written), never fits this ring. */
+export const WRITTEN = 0
+export const FULL = 1
+export const TOO_LARGE = 2
+export type WriteStatus = typeof WRITTEN | typeof FULL | typeof TOO_LARGE
+
 export interface RingOptions {
   /** OpenVMM's extra limit: reject a single packet whose ring size is `>= D − 8`. */
   readonly strict?: boolean | undefined
@@ -170,14 +176,42 @@ export class OutgoingRing {
 
   /** `write` for packets already known to be valid (the channel validates once per send). */
   writeValidated(packet: P.Packet): undefined | RingFull | RingCorrupt | PacketTooLarge {
+    const status = this.writeStatus(packet)
+    if (status === WRITTEN) return undefined
+    if (typeof status !== "number") return status
+    return status === FULL ? this.ringFull(packet) : this.tooLarge(packet)
+  }
+
+  /** The `RingFull` for the last `writeStatus` of `packet` that returned `FULL` (built only when needed). */
+  ringFull(packet: P.Packet): RingFull {
+    return new RingFull({ required: P.ringSize(packet), available: this.lastFree })
+  }
+
+  /** The `PacketTooLarge` for a packet `writeStatus` refused with `TOO_LARGE` (built only when needed). */
+  tooLarge(packet: P.Packet): PacketTooLarge {
+    return new PacketTooLarge({ size: P.ringSize(packet), max: this.maxRingPacketSize })
+  }
+
+  /** Free bytes seen by the last write that did not fit (what its `RingFull` reports). */
+  private lastFree = 0
+
+  /**
+   * `writeValidated` for hot paths: "full" and "too large" are sentinels (`FULL`, `TOO_LARGE`), not error
+   * objects, so a writer that finds the ring full pays almost nothing; `problemOf` builds the typed
+   * error if it must reach a user. Free space is checked before a byte is encoded.
+   */
+  writeStatus(packet: P.Packet): WriteStatus | RingCorrupt {
     const header = P.headerSize(packet)
     const length = L.align8Safe(header + packet.payload.length)
     const total = length + L.TRAILER_SIZE
-    if (total > this.maxRingPacketSize) return new PacketTooLarge({ size: total, max: this.maxRingPacketSize })
+    if (total > this.maxRingPacketSize) return TOO_LARGE
     const r = this.loadReadIndex()
     if (typeof r !== "number") return r
     const free = rawFree(this.cursor, r, this.dataSize)
-    if (free <= total) return new RingFull({ required: total, available: free })
+    if (free <= total) {
+      this.lastFree = free
+      return FULL
+    }
     const start = this.cursor
     const size = this.dataSize
     if (start + total <= size && (packet._tag === "InBand" || packet._tag === "Completion")) {
@@ -197,7 +231,7 @@ export class OutgoingRing {
       view.setUint32(end + 4, start, true)
       const next = end + 8
       this.cursor = next === size ? 0 : next
-      return undefined
+      return WRITTEN
     }
     let scratch = this.scratch
     let scratchView = this.scratchView
@@ -213,7 +247,7 @@ export class OutgoingRing {
     this.trailerView.setUint32(0, 0, true)
     this.trailerView.setUint32(4, start, true)
     this.cursor = copyIn(this.data, size, at, this.trailer)
-    return undefined
+    return WRITTEN
   }
 
   /**
@@ -273,6 +307,16 @@ export type ReadResult = P.Packet | undefined | RingCorrupt | BufferTooSmall
 /** Most bytes copied out per refill; a packet's payload is a view into one such private copy. */
 const SNAPSHOT_BYTES = 32 * 1024
 
+/**
+ * Size of the slabs snapshots are carved from. A payload still held keeps its slab alive: at most
+ * 32 KiB, as much as one capped snapshot kept alive when every refill had an allocation of its own.
+ * Smaller slabs save little: with 8 KiB, batches of 32 small packets cost as many instructions as
+ * one allocation per refill (callgrind), since a slab then holds only two such batches.
+ */
+const SLAB_BYTES = SNAPSHOT_BYTES
+
+const EMPTY_SLAB = new Uint8Array(0)
+
 export interface IncomingOptions {
   /** The largest packet (descriptor and header included, trailer excluded) the reader accepts. */
   readonly maxPacketLength?: number | undefined
@@ -329,13 +373,27 @@ export class IncomingRing {
   /**
    * The private copy of the readable bytes taken at the last refill (at most SNAPSHOT_BYTES): packets
    * are parsed from it, so every byte of a batch is copied out of shared memory once, before parsing,
-   * and the peer's write index is loaded once per batch (hardening §1.1–1.2).
+   * and the peer's write index is loaded once per batch (hardening §1.1–1.2). It is a stretch
+   * `[snapshotPos, snapshotEnd)` of the current slab, undefined when there is no valid copy.
    */
   private snapshot: Uint8Array | undefined = undefined
   /** Index in `snapshot` of the cursor. */
   private snapshotPos = 0
-  /** Bytes readable from `snapshot[0]` when it was taken (more than its length when capped). */
-  private snapshotAvail = 0
+  /** Index in `snapshot` one past the last copied byte. */
+  private snapshotEnd = 0
+  /** Index in `snapshot` where the readable bytes would end (beyond `snapshotEnd` when capped). */
+  private snapshotAvailEnd = 0
+
+  /**
+   * Snapshots are carved one after the other out of a slab instead of one allocation per refill. The reuse rule that keeps every payload view valid (C7: valid for as long as its
+   * holder keeps it): bytes below `slabExposed` were covered by a packet this reader returned and are
+   * never written again; only bytes at or above it — copied but never handed out, such as the unread
+   * rest of a dropped copy — are written by the next refill. A full slab is left to the garbage
+   * collector, which frees it when no view of it remains.
+   */
+  private slab: Uint8Array = EMPTY_SLAB
+  /** First byte of `slab` that no returned packet ever covered: where the next refill may write. */
+  private slabExposed = 0
 
   /**
    * Drops the private copy: the next read copies the ring again. A reader about to sleep calls it, so
@@ -346,19 +404,23 @@ export class IncomingRing {
   }
 
   private refill(): "empty" | RingCorrupt | undefined {
+    this.snapshot = undefined
     const w = this.loadWriteIndex()
     if (typeof w !== "number") return w
     const avail = readable(w, this.cursor, this.dataSize)
-    if (avail === 0) {
-      this.snapshot = undefined
-      return "empty"
-    }
+    if (avail === 0) return "empty"
     const n = Math.min(avail, SNAPSHOT_BYTES)
-    const copy = new Uint8Array(n)
-    copyOut(this.data, this.dataSize, this.cursor, copy, 0, n)
-    this.snapshot = copy
-    this.snapshotPos = 0
-    this.snapshotAvail = avail
+    let start = this.slabExposed
+    if (start + n > this.slab.length) {
+      this.slab = new Uint8Array(SLAB_BYTES)
+      start = 0
+      this.slabExposed = 0
+    }
+    copyOut(this.data, this.dataSize, this.cursor, this.slab, start, n)
+    this.snapshot = this.slab
+    this.snapshotPos = start
+    this.snapshotEnd = start + n
+    this.snapshotAvailEnd = start + avail
     return undefined
   }
 
@@ -372,22 +434,22 @@ export class IncomingRing {
   private parseNext(advance: boolean): ReadResult {
     const at = this.cursor
     let snapshot = this.snapshot
-    let remaining = snapshot === undefined ? 0 : snapshot.length - this.snapshotPos
+    let remaining = snapshot === undefined ? 0 : this.snapshotEnd - this.snapshotPos
     if (remaining < L.DESCRIPTOR_SIZE + L.TRAILER_SIZE) {
-      if (remaining > 0 && this.snapshotAvail - this.snapshotPos === remaining) {
+      if (remaining > 0 && this.snapshotAvailEnd === this.snapshotEnd) {
         return new RingCorrupt({ reason: "fewer bytes than a packet while not empty", field: "write_index", offset: at, value: remaining })
       }
       const problem = this.refill()
       if (problem === "empty") return undefined
       if (problem !== undefined) return problem
       snapshot = this.snapshot!
-      remaining = snapshot.length
+      remaining = this.snapshotEnd - this.snapshotPos
       if (remaining < L.DESCRIPTOR_SIZE + L.TRAILER_SIZE) {
         return new RingCorrupt({ reason: "fewer bytes than a packet while not empty", field: "write_index", offset: at, value: remaining })
       }
     }
     const pos = this.snapshotPos
-    const avail = this.snapshotAvail - pos
+    const avail = this.snapshotAvailEnd - pos
     const offset = (snapshot![pos + 2]! | (snapshot![pos + 3]! << 8)) * 8
     const length = (snapshot![pos + 4]! | (snapshot![pos + 5]! << 8)) * 8
     if (length < L.DESCRIPTOR_SIZE || length + L.TRAILER_SIZE > avail) {
@@ -418,10 +480,13 @@ export class IncomingRing {
     bytes[start + 5] = length >>> 11
     const packet = P.decodeAt(bytes, start, length, at)
     if (packet instanceof RingCorrupt) return packet
+    // Handed out (read or peeked): these bytes of the slab are never written again.
+    const exposedEnd = pos + length + L.TRAILER_SIZE
+    if (inSnapshot && exposedEnd > this.slabExposed) this.slabExposed = exposedEnd
     if (advance) {
       const next = at + length + L.TRAILER_SIZE
       this.cursor = next >= this.dataSize ? next - this.dataSize : next
-      if (inSnapshot) this.snapshotPos = pos + length + L.TRAILER_SIZE
+      if (inSnapshot) this.snapshotPos = exposedEnd
       else this.snapshot = undefined
     }
     return packet
