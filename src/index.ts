@@ -27,6 +27,13 @@ export * as Channel from "./Channel.js"
 export * as ChannelMessage from "./ChannelMessage.js"
 
 /**
+ * Hyper-V Dynamic Memory (balloon), guest and host sides.
+ *
+ * @since 0.1.0
+ */
+export * as DynamicMemory from "./DynamicMemory.js"
+
+/**
  * A transport wrapper that injects faults (signals, control messages, readers, peers, rings), seeded.
  *
  * @since 0.1.0
