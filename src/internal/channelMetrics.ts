@@ -12,6 +12,7 @@ import * as Metric from "effect/Metric"
 import * as MetricBoundaries from "effect/MetricBoundaries"
 import * as MetricLabel from "effect/MetricLabel"
 import type * as Transport from "../Transport.js"
+import type { ChannelStats } from "./channel.js"
 
 // No descriptions: a metric's key includes its description, and applications look these up by name.
 const counter = (name: string, _meaning: string) => Metric.counter(name, { incremental: true })
@@ -42,23 +43,8 @@ export const requestLatency = Metric.histogram(
   MetricBoundaries.exponential({ start: 0.005, factor: 2, count: 22 })
 )
 
-/** The counts a channel keeps (its `stats` fields that only grow). */
-export interface Counts {
-  readonly packetsSent: number
-  readonly bytesSent: number
-  readonly packetsReceived: number
-  readonly bytesReceived: number
-  readonly completionsSent: number
-  readonly completionsReceived: number
-  readonly autoCompleted: number
-  readonly signalsSent: number
-  readonly signalsReceived: number
-  readonly ringFullWaits: number
-  readonly unknownCompletions: number
-  readonly handlerFailures: number
-  readonly completionsDropped: number
-  readonly unknownPackets: number
-}
+/** The counts a channel keeps (its `stats` fields that only grow; the two gauges are read live). */
+export type Counts = Omit<ChannelStats, "requestsOutstanding" | "packetsOutstanding">
 
 const FIELDS: ReadonlyArray<readonly [keyof Counts, Metric.Metric.Counter<number>]> = [
   ["packetsSent", packetsSent],
