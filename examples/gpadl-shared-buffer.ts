@@ -23,7 +23,7 @@ const program = Effect.gen(function*() {
   yield* Effect.forkScoped(
     Effect.gen(function*() {
       const server = yield* Channel.open({ role: "server", interfaceType: TYPE, interfaceInstance: INSTANCE })
-      yield* server.serve((packet) =>
+      yield* server.serveScoped((packet) =>
         Effect.gen(function*() {
           const view = new DataView(packet.payload.buffer, packet.payload.byteOffset, packet.payload.byteLength)
           const handle = view.getUint32(0, true)

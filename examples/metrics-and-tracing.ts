@@ -31,7 +31,8 @@ const program = Effect.gen(function*() {
       yield* server.serve((packet) => Effect.succeed(packet.payload))
     }).pipe(Effect.scoped)
   )
-  const client = yield* Channel.open({ role: "client", interfaceType: TYPE, name: "echo-client" })
+  // Request spans are opt-in (a span costs about as much as the round trip it traces).
+  const client = yield* Channel.open({ role: "client", interfaceType: TYPE, name: "echo-client", requestSpans: true })
   for (let i = 0; i < 10; i++) yield* client.request(new Uint8Array(64))
   // `stats` is the channel's exact, immediate view of the same counters.
   return yield* client.stats

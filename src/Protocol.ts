@@ -229,7 +229,8 @@ export const serve = <D extends Definitions, H extends Handlers<D, any, any>>(
   protocol: Protocol<D>,
   handlers: H
 ): Effect.Effect<void, Channel.ReceiveError, Exclude<Effect.Effect.Context<ReturnType<H[keyof H]>>, Scope.Scope>> =>
-  channel.serve((packet: IncomingPacket.IncomingPacket) =>
+  // Scoped per packet: protocol handlers may acquire resources for the message they answer.
+  channel.serveScoped((packet: IncomingPacket.IncomingPacket) =>
     Effect.gen(function*() {
       const { key, request } = yield* decodeIncoming(protocol, packet.payload)
       const definition = protocol.messages[key]!

@@ -133,7 +133,8 @@ describe("spans name the channel", () => {
   it.scoped("open, request, close and GPADL spans carry interface type, instance, relid and role", () => {
     const { spans, tracer } = recordingTracer()
     return Effect.gen(function*() {
-      const { client, close, server } = yield* openPairInScope()
+      // Request spans are opt-in (they cost about as much as a round trip): this client asks for them.
+      const { client, close, server } = yield* openPairInScope({ client: { requestSpans: true } })
       yield* Effect.forkScoped(server.serve(() => Effect.succeed(filled(3))))
       yield* client.request(filled(1))
       const buffer = yield* GuestMemory.allocate(2)
@@ -266,7 +267,8 @@ describe("README Observability section", () => {
         }).pipe(Effect.scoped)
       )
       const client = yield* Channel.open({
-        role: "client", interfaceType: TYPE, interfaceInstance: INSTANCE, name: "echo-client", metricsFlushMillis: 100
+        role: "client", interfaceType: TYPE, interfaceInstance: INSTANCE, name: "echo-client", metricsFlushMillis: 100,
+        requestSpans: true
       })
       for (let i = 1; i <= 10; i++) yield* client.request(new Uint8Array([i]))
       const failed = yield* client.request(new Uint8Array([0])) // ff ff ff ff …, and a warning in the log

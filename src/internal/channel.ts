@@ -1,6 +1,7 @@
 // The KMCL model over a transport endpoint: lifecycle, transactions, exactly-once completion, quota,
 // flow control. Ring work is synchronous and batched; Effect wraps whole packets or batches.
 import * as Cause from "effect/Cause"
+import * as Chunk from "effect/Chunk"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -91,6 +92,8 @@ const common = {
   strictCompletions: Schema.optionalWith(Schema.Boolean, { default: () => false }),
   readBatchLimit: Schema.optionalWith(PositiveInt, { default: () => 128 }),
   unknownPackets: Schema.optionalWith(Schema.Literal("skip", "deliver", "fail"), { default: () => "skip" as const }),
+  /** A `vmbus.channel.request` span for every request (off by default: a span costs about a round trip). */
+  requestSpans: Schema.optionalWith(Schema.Boolean, { default: () => false }),
   name: Schema.optional(Schema.String)
 }
 
@@ -253,6 +256,8 @@ export interface RequestOptions extends SendOptions {
    * host side can no longer reach its external buffers.
    */
   readonly onSettled?: (() => void) | undefined
+  /** Trace this request with a `vmbus.channel.request` span (also on for every request with `requestSpans`). */
+  readonly span?: boolean | undefined
 }
 
 export type SendError = ChannelClosed | InvalidState | PacketTooLarge | RingFull | RingCorrupt | InvalidParameter
@@ -317,16 +322,35 @@ export interface OpenedChannel extends Sender {
    */
   readonly take: Effect.Effect<IncomingPacketNs.IncomingPacket, ReceiveError, Scope.Scope>
   /**
-   * The incoming packets as a `Stream`: each packet is the consumer's until it pulls the next one, then it is
-   * auto-completed if still pending.
+   * The incoming packets as a `Stream` of chunks, one pull per batch the receive loop read: the packets of a
+   * chunk are the consumer's until it pulls the next chunk, then each still pending is auto-completed
+   * (`Stream.runForEachChunk` / `Stream.chunks` see the chunks; `runForEach` sees the packets one by one, with
+   * a packet's ownership lasting until the chunk after its own is pulled).
    */
   readonly packets: Stream.Stream<IncomingPacketNs.IncomingPacket, ReceiveError>
   /**
+   * The per-packet form of `packets`: each packet is the consumer's until it pulls the next one, then it is
+   * auto-completed if still pending. One Stream pull per packet: several times the cost of `packets`.
+   */
+  readonly packetsOneByOne: Stream.Stream<IncomingPacketNs.IncomingPacket, ReceiveError>
+  /**
    * Serves incoming packets with `handler` on a pool of workers (`concurrency`, default: the transaction
-   * quota, at most 64). The handler's result is the completion payload; if it fails, dies or is interrupted
-   * the packet is completed with the failure payload. Runs until the open period ends.
+   * quota, at most 64), fed by batch: each worker takes its share of what one drain of the ring queued.
+   * The handler's result is the completion payload; if it fails, dies or is interrupted the packet is
+   * completed with the failure payload (and so is every packet of its batch not yet handled when the
+   * worker is interrupted). A handler that returns an `Exit` (`Effect.succeed`, `Effect.void`,
+   * `Effect.fail`) is settled inline, without running the interpreter. No scope per packet: a handler
+   * that needs one uses `serveScoped` (or `Effect.scoped` itself). Runs until the open period ends.
    */
   readonly serve: <E, R>(
+    handler: (packet: IncomingPacketNs.IncomingPacket) => Effect.Effect<Uint8Array | void, E, R>,
+    options?: { readonly concurrency?: number | undefined }
+  ) => Effect.Effect<void, ReceiveError, R>
+  /**
+   * `serve` with a `Scope` per packet, closed when its handler ends (the cost of a scope for each
+   * packet: a handler that needs no scope should use `serve`).
+   */
+  readonly serveScoped: <E, R>(
     handler: (packet: IncomingPacketNs.IncomingPacket) => Effect.Effect<Uint8Array | void, E, R | Scope.Scope>,
     options?: { readonly concurrency?: number | undefined }
   ) => Effect.Effect<void, ReceiveError, Exclude<R, Scope.Scope>>
@@ -423,19 +447,27 @@ class Counters {
 }
 
 const EMPTY = new Uint8Array(0)
+const NO_PINS: Array<() => void> = []
 
 /** Every packet kind but completions: what the receive side delivers. */
 type DataPacket = Exclude<PacketNs.Packet, PacketNs.CompletionPacket>
 
+/**
+ * One plain object per delivered packet: its methods live on the prototype and its Effects are built
+ * only when asked for, so a packet nobody inspects costs its fields alone.
+ */
 class PacketHandle implements IncomingPacketNs.IncomingPacket {
-  readonly [IncomingPacketTypeId]: IncomingPacketNs.TypeId = IncomingPacketTypeId
+  declare readonly [IncomingPacketTypeId]: IncomingPacketNs.TypeId
   state: IncomingPacketNs.Disposition = "pending"
   readonly kind: DataPacket["_tag"]
   readonly payload: Uint8Array
-  readonly transactionId: Option.Option<bigint>
   readonly completionRequested: boolean
   /** The views of its external data, once handed out: revoked when the packet is released. */
   views: View | undefined = undefined
+  /** Set at delivery when the packet's external data failed validation; completed with failure. */
+  invalid: MalformedPacket | undefined = undefined
+  /** The fiber the packet was handed to (undefined until handed out). */
+  holder: Fiber.RuntimeFiber<unknown, unknown> | undefined = undefined
 
   constructor(
     readonly channel: ChannelImpl,
@@ -444,23 +476,29 @@ class PacketHandle implements IncomingPacketNs.IncomingPacket {
     this.kind = packet._tag
     this.payload = packet.payload
     this.completionRequested = packet.completionRequested
-    this.transactionId = packet.completionRequested ? Option.some(packet.transactionId) : Option.none()
   }
 
-  readonly complete = (payload?: Uint8Array) => this.channel.completePacket(this, payload ?? EMPTY, "completed")
+  get transactionId(): Option.Option<bigint> {
+    return this.packet.completionRequested ? Option.some(this.packet.transactionId) : Option.none()
+  }
 
-  readonly fail = (reason: string) => this.channel.failPacket(this, reason)
+  complete(payload?: Uint8Array) {
+    return this.channel.completePacket(this, payload ?? EMPTY, "completed")
+  }
 
-  readonly disposition = Effect.sync(() => this.state)
+  fail(reason: string) {
+    return this.channel.failPacket(this, reason)
+  }
 
-  /** Set at delivery when the packet's external data failed validation; completed with failure. */
-  invalid: MalformedPacket | undefined = undefined
+  get disposition(): Effect.Effect<IncomingPacketNs.Disposition> {
+    return Effect.sync(() => this.state)
+  }
 
-  /** The fiber the packet was handed to (undefined until handed out). */
-  holder: Fiber.RuntimeFiber<unknown, unknown> | undefined = undefined
-
-  readonly externalData = Effect.suspend(() => this.channel.externalData(this))
+  get externalData(): Effect.Effect<ReadonlyArray<IncomingPacketNs.ExternalBuffer>, ExternalDataUnavailable> {
+    return Effect.suspend(() => this.channel.externalData(this))
+  }
 }
+Object.defineProperty(PacketHandle.prototype, IncomingPacketTypeId, { value: IncomingPacketTypeId })
 
 export class ChannelImpl implements OpenedChannel {
   readonly role: "client" | "server"
@@ -495,9 +533,14 @@ export class ChannelImpl implements OpenedChannel {
 
   /** The next queued packet, unless delivery is paused (queued packets then wait for start). */
   private handOut(): PacketHandle | undefined {
-    const packet = this.delivering ? this.queue.shift() : undefined
+    if (!this.delivering) return undefined
+    const packet = this.queue.shift()
+    if (packet === undefined) return undefined
     // Who holds it: a pause or close run by that fiber cannot wait for it.
-    if (packet !== undefined) packet.holder = currentFiber()
+    packet.holder = currentFiber()
+    // Only a hand-over passes the wake-up on: a waiter woken while delivery is paused must not wake
+    // the next one, or the waiters would wake each other forever.
+    if (this.queue.length > 0) this.packetWaiters.wakeOne()
     return packet
   }
   private outstanding = 0
@@ -919,51 +962,75 @@ export class ChannelImpl implements OpenedChannel {
     // KMCL: a zero timeout means "do not queue if the ring is full" (RingFull), not an instant Cancelled.
     const zeroTimeout = options?.timeout !== undefined && Duration.toMillis(Duration.decode(options.timeout)) === 0
     const ifFull = zeroTimeout ? "fail" : options?.ifFull ?? "wait"
-    const run = Effect.uninterruptibleMask((restore) =>
-      Effect.suspend((): Effect.Effect<Uint8Array, RequestError> => {
-        const problem = this.checkSendable("request") ?? this.checkPayload(payload.length)
-        if (problem !== undefined) return Effect.fail(problem)
-        const shape = requestPacket(payload, options)
-        if (shape instanceof InvalidParameter || shape instanceof PacketTooLarge) return Effect.fail(shape)
-        if (shape._tag === "GpaDirect" && this.endpoint.gpaDirect === false) {
-          return Effect.fail(new Unsupported({ capability: "externalData", reason: "the transport cannot name guest physical pages" }))
+    const run = Effect.suspend((): Effect.Effect<Uint8Array, RequestError> => {
+      const problem = this.checkSendable("request") ?? this.checkPayload(payload.length)
+      if (problem !== undefined) return Effect.fail(problem)
+      const shape = requestPacket(payload, options)
+      if (shape instanceof InvalidParameter || shape instanceof PacketTooLarge) return Effect.fail(shape)
+      if (shape._tag === "GpaDirect" && this.endpoint.gpaDirect === false) {
+        return Effect.fail(new Unsupported({ capability: "externalData", reason: "the transport cannot name guest physical pages" }))
+      }
+      const tooLarge = this.checkReceivable(shape)
+      if (tooLarge !== undefined) return Effect.fail(tooLarge)
+      const external = options?.external
+      const pins = external === undefined || external.length === 0 ? NO_PINS : this.pinExternal(external)
+      if (!Array.isArray(pins)) return Effect.fail(pins)
+      const userSettled = options?.onSettled
+      const startedAt = performance.now()
+      // The table owns the pins from here: released once, when the id is freed.
+      const transaction = this.transactions.reserve(() => {
+        // Freed by its completion (see handleCompletion): one round trip for the latency histogram.
+        if (this.completing) this.metrics.recordLatency(performance.now() - startedAt)
+        for (const unpin of pins) unpin()
+        // Runs in the receive loop or a close: a throw must stop neither.
+        if (userSettled !== undefined) this.runCallback("onSettled", userSettled)
+      })
+      if (transaction instanceof TooManyTransactions) {
+        for (const unpin of pins) unpin()
+        return Effect.fail(transaction)
+      }
+      const packet = { ...shape, transactionId: transaction.id } as P.Packet
+      // Fast path: room in the ring, nobody queued before us — written now, synchronously (no point
+      // where an interruption could fall between the write and the wait).
+      if (this.writable && this.waitingWriters === 0) {
+        if (this.outbox.length > 0) this.flushOutbox()
+        const result = this.writeNow(packet)
+        if (result === WRITTEN) return this.transactions.await(transaction)
+        if (typeof result !== "number") {
+          this.transactions.cancel(transaction)
+          this.failCorrupt(result)
+          return Effect.fail(result)
         }
-        const tooLarge = this.checkReceivable(shape)
-        if (tooLarge !== undefined) return Effect.fail(tooLarge)
-        const pins = this.pinExternal(options?.external ?? [])
-        if (!Array.isArray(pins)) return Effect.fail(pins)
-        const userSettled = options?.onSettled
-        const startedAt = performance.now()
-        // The table owns the pins from here: released once, when the id is freed.
-        const transaction = this.transactions.reserve(() => {
-          // Freed by its completion (see handleCompletion): one round trip for the latency histogram.
-          if (this.completing) this.metrics.recordLatency(performance.now() - startedAt)
-          for (const unpin of pins) unpin()
-          // Runs in the receive loop or a close: a throw must stop neither.
-          if (userSettled !== undefined) this.runCallback("onSettled", userSettled)
-        })
-        if (transaction instanceof TooManyTransactions) {
-          for (const unpin of pins) unpin()
-          return Effect.fail(transaction)
+        if (result === TOO_LARGE) {
+          this.transactions.cancel(transaction)
+          return Effect.fail(this.out.tooLarge(packet))
         }
-        const packet = { ...shape, transactionId: transaction.id } as P.Packet
-        const written = { done: false }
-        return Effect.onExit(restore(this.writePacket(packet, ifFull, written)), (exit) =>
+        if (ifFull === "fail") {
+          this.transactions.cancel(transaction)
+          const free = this.out.freeBytes()
+          return Effect.fail(new RingFull({ required: P.ringSize(packet), available: typeof free === "number" ? free : 0 }))
+        }
+      }
+      const written = { done: false }
+      return Effect.uninterruptibleMask((restore) =>
+        Effect.onExit(restore(this.writePacket(packet, ifFull, written)), (exit) =>
           Effect.sync(() => {
             // Not in the ring: nothing will complete it and no host saw its pages, so free it now.
             if (Exit.isFailure(exit) && !written.done) this.transactions.cancel(transaction)
           })).pipe(
             // Interruption of this wait stops only the wait: the id stays reserved until it completes (C8).
-            Effect.zipRight(restore(Deferred.await(transaction.deferred)))
+            Effect.zipRight(restore(this.transactions.await(transaction)))
           )
-      })
-    )
+      )
+    })
     const timed = options?.timeout === undefined || zeroTimeout
       ? run
       : Effect.timeoutFail(run, {
         duration: options.timeout,
         onTimeout: () => new Cancelled({ reason: `no completion within ${Duration.format(Duration.decode(options.timeout!))}` })
       })
+    // Spans cost about as much as the round trip itself: on when the channel or the request asks.
+    if (!this.config.requestSpans && options?.span !== true) return timed
     return Effect.withSpan(timed, "vmbus.channel.request", {
       attributes: this.spanAttributes,
       captureStackTrace: false
@@ -1043,10 +1110,9 @@ export class ChannelImpl implements OpenedChannel {
       return
     }
     this.queue.push(handle)
-    this.packetWaiters.wakeOne()
   }
 
-  /** Reads one batch. Returns what the receive loop should do next. */
+  /** Reads one batch (one commit, at most one signal). Returns what the receive loop should do next. */
   private drain(): "idle" | "blocked" | "more" | "stop" {
     if (!this.writable) return "stop"
     let budget = this.config.readBatchLimit
@@ -1088,6 +1154,8 @@ export class ChannelImpl implements OpenedChannel {
       this.deliver(result)
     }
     if (this.in.commit()) this.signalPeer()
+    // One wake-up per drained batch: the consumer woken wakes the next if it leaves packets queued.
+    if (this.queue.length > 0) this.packetWaiters.wakeOne()
     return status
   }
 
@@ -1160,11 +1228,48 @@ export class ChannelImpl implements OpenedChannel {
   })
 
   /**
-   * The incoming packets as a stream. Each packet is owned by the consumer until it pulls the next
-   * one (or the stream ends): a packet not completed by then is completed with the failure payload —
-   * the lifetime `Stream.scoped` would give, without a scope per element.
+   * The incoming packets as a stream of chunks: one pull hands over every packet queued by a drain of
+   * the ring. The packets of a chunk are the consumer's until it pulls the next chunk (or the stream
+   * ends); then any still pending is completed with the failure payload.
    */
   get packets(): Stream.Stream<IncomingPacketNs.IncomingPacket, ReceiveError> {
+    return Stream.suspend(() => {
+      let previous: Array<PacketHandle> = []
+      const settlePrevious = Effect.sync(() => {
+        const chunk = previous
+        previous = []
+        let forced = false
+        for (let i = 0; i < chunk.length; i++) {
+          if (chunk[i]!.state === "pending") {
+            this.autoCompleteNow(chunk[i]!)
+            forced = true
+          }
+        }
+        // The completions wait in the outbox if the ring is full: queued, never lost.
+        if (forced) this.flushOutbox()
+      })
+      const next: Effect.Effect<Chunk.Chunk<IncomingPacketNs.IncomingPacket>, ReceiveError> = Effect.suspend(() => {
+        const batch = this.handOutBatch(this.queue.length)
+        if (batch.length > 0) {
+          previous = batch
+          return Effect.succeed(Chunk.unsafeFromArray<IncomingPacketNs.IncomingPacket>(batch))
+        }
+        return Effect.zipRight(this.waitForPacket, next)
+      })
+      const pull = Effect.zipRight(settlePrevious, next).pipe(
+        Effect.mapError((error) =>
+          error._tag === "ChannelClosed" && error.reason === "LocalClose" ? Option.none() : Option.some(error)
+        )
+      )
+      return Stream.repeatEffectChunkOption(pull).pipe(Stream.ensuring(settlePrevious))
+    })
+  }
+
+  /**
+   * The per-packet form: one pull per packet, each packet the consumer's until it pulls the next one.
+   * Costs a Stream pull (and a one-element chunk) per packet — several times `packets`' cost.
+   */
+  get packetsOneByOne(): Stream.Stream<IncomingPacketNs.IncomingPacket, ReceiveError> {
     return Stream.suspend(() => {
       let previous: PacketHandle | undefined
       const settlePrevious = Effect.suspend(() => {
@@ -1200,51 +1305,125 @@ export class ChannelImpl implements OpenedChannel {
   })
 
   /**
-   * Runs the handler on one packet. The hand-over and the completion guard are uninterruptible, so
-   * the packet is completed exactly once: with the handler's result, or with the failure payload if
-   * the handler fails, dies or is interrupted.
+   * Hands a consumer its share of the queued packets (at most `max`), all at once: a batch costs one
+   * wake-up, not one per packet. What is left wakes the next waiting consumer.
    */
-  private handleOne<E, R>(
-    handler: (packet: IncomingPacketNs.IncomingPacket) => Effect.Effect<Uint8Array | void, E, R | Scope.Scope>
-  ): Effect.Effect<void, never, Exclude<R, Scope.Scope>> {
+  private handOutBatch(max: number): Array<PacketHandle> {
+    if (!this.delivering || this.queue.length === 0) return []
+    const batch = this.queue.splice(0, Math.max(1, Math.min(max, this.queue.length)))
+    const holder = currentFiber()
+    for (let i = 0; i < batch.length; i++) batch[i]!.holder = holder
+    if (this.queue.length > 0) this.packetWaiters.wakeOne()
+    return batch
+  }
+
+  /**
+   * Ends a packet from its handler's result. Returns undefined when that took no Effect (the usual
+   * case: the completion is in the ring or the packet needed none), else what is left to run — a
+   * failure to report, or a wait for room in the ring.
+   */
+  private settle(packet: PacketHandle, exit: Exit.Exit<Uint8Array | void, unknown>): Effect.Effect<void> | undefined {
+    if (Exit.isFailure(exit)) {
+      if (Exit.isInterrupted(exit)) {
+        this.counters.handlerFailures++
+        return this.autoComplete(packet)
+      }
+      return this.handlerFailed(packet, exit.cause)
+    }
+    // Completed by the handler itself: its result is ignored (a second completion would be refused).
+    if (packet.state !== "pending") return undefined
+    const result = exit.value instanceof Uint8Array ? exit.value : EMPTY
+    // A result that cannot be sent (too large) still ends the packet: with the failure payload.
+    if (result.length > this.config.maxPacketSize) {
+      return this.handlerFailed(packet, Cause.fail(new PacketTooLarge({ size: result.length, max: this.config.maxPacketSize })))
+    }
+    return this.completeNow(packet, result, "completed") ? this.waitWritten(packet) : undefined
+  }
+
+  /**
+   * Runs the handler on one batch of packets in this worker's fiber. A handler that returns an `Exit`
+   * (`Effect.succeed`, `Effect.void`, `Effect.fail`) is settled inline, without the interpreter; any
+   * other Effect runs interruptibly. One guard per batch: whatever ends the batch (an interruption,
+   * a drain timeout), every packet of it still pending is completed with the failure payload.
+   */
+  private handleBatch<E, R>(
+    handler: (packet: IncomingPacketNs.IncomingPacket) => Effect.Effect<Uint8Array | void, E, R>,
+    scoped: boolean,
+    max: number
+  ): Effect.Effect<void, never, R> {
     return Effect.uninterruptibleMask((restore) =>
       Effect.suspend(() => {
-        const packet = this.handOut()
-        if (packet === undefined) return Effect.void
-        return restore(Effect.scoped(Effect.suspend(() => handler(packet)))).pipe(
-          Effect.exit,
-          Effect.flatMap((exit) => {
-            if (Exit.isSuccess(exit)) {
-              const result = exit.value
-              // A result that cannot be sent (too large) still ends the packet: with the failure payload.
-              return packet.complete(result instanceof Uint8Array ? result : EMPTY).pipe(
-                Effect.catchTag("PacketTooLarge", (error) => this.handlerFailed(packet, Cause.fail(error))),
-                Effect.ignore
-              )
+        const batch = this.handOutBatch(max)
+        if (batch.length === 0) return Effect.void
+        let next = 0
+        const loop = (): Effect.Effect<void, never, R> => {
+          while (next < batch.length) {
+            const packet = batch[next++]!
+            // Force-completed meanwhile (a pause or close that timed out): nothing left to do.
+            if (packet.state !== "pending") continue
+            let effect: Effect.Effect<Uint8Array | void, E, R>
+            try {
+              effect = handler(packet)
+            } catch (thrown) {
+              effect = Exit.die(thrown)
             }
-            if (Exit.isInterrupted(exit)) {
-              this.counters.handlerFailures++
-              return this.autoComplete(packet)
+            if (Exit.isExit(effect) && !scoped) {
+              const rest = this.settle(packet, effect as Exit.Exit<Uint8Array | void, unknown>)
+              if (rest !== undefined) return Effect.zipRight(rest, Effect.suspend(loop))
+              continue
             }
-            return this.handlerFailed(packet, exit.cause)
+            const run = scoped ? Effect.scoped(effect as Effect.Effect<Uint8Array | void, E, R | Scope.Scope>) : effect
+            return Effect.flatMap(Effect.exit(restore(run)), (exit) => {
+              const rest = this.settle(packet, exit) ?? Effect.void
+              // restore(void): an interruption of this worker stops the batch here; the guard ends the rest.
+              return Effect.zipRight(rest, Effect.zipRight(restore(Effect.void), Effect.suspend(loop)))
+            }) as Effect.Effect<void, never, R>
+          }
+          return Effect.void
+        }
+        return Effect.ensuring(
+          loop(),
+          Effect.sync(() => {
+            let forced = false
+            for (let i = next; i < batch.length; i++) {
+              if (batch[i]!.state === "pending") {
+                this.autoCompleteNow(batch[i]!)
+                forced = true
+              }
+            }
+            if (forced) this.flushOutbox()
           })
         )
       })
-    ) as Effect.Effect<void, never, Exclude<R, Scope.Scope>>
+    )
   }
 
   readonly serve = <E, R>(
+    handler: (packet: IncomingPacketNs.IncomingPacket) => Effect.Effect<Uint8Array | void, E, R>,
+    options?: { readonly concurrency?: number | undefined }
+  ): Effect.Effect<void, ReceiveError, R> => this.servePool(handler, false, options)
+
+  readonly serveScoped = <E, R>(
     handler: (packet: IncomingPacketNs.IncomingPacket) => Effect.Effect<Uint8Array | void, E, R | Scope.Scope>,
     options?: { readonly concurrency?: number | undefined }
   ): Effect.Effect<void, ReceiveError, Exclude<R, Scope.Scope>> =>
-    Effect.suspend(() => {
-      // A fixed set of workers (default: the quota, at most 64): no fiber per packet.
+    this.servePool(handler, true, options) as Effect.Effect<void, ReceiveError, Exclude<R, Scope.Scope>>
+
+  private servePool<E, R>(
+    handler: (packet: IncomingPacketNs.IncomingPacket) => Effect.Effect<Uint8Array | void, E, R>,
+    scoped: boolean,
+    options?: { readonly concurrency?: number | undefined }
+  ): Effect.Effect<void, ReceiveError, R> {
+    return Effect.suspend(() => {
+      // A fixed set of workers (default: the quota, at most 64), fed by batch: no fiber per packet.
       const workers = Math.max(1, Math.min(options?.concurrency ?? Math.min(this.quota, 64), 1024))
-      const worker = Effect.forever(Effect.zipRight(this.waitForPacket, this.handleOne(handler)))
+      // Each worker takes its share of what is queued, so a batch spreads over the pool.
+      const batch = Effect.suspend(() => this.handleBatch(handler, scoped, Math.ceil(this.queue.length / workers)))
+      const worker = Effect.forever(Effect.zipRight(this.waitForPacket, batch))
       const fibers = new Set<Fiber.RuntimeFiber<never, ReceiveError>>()
       let stopping = false
       // A worker interrupted by a drain timeout (its handler hung) is replaced while the channel is open.
-      const runWorker: Effect.Effect<void, ReceiveError, Exclude<R, Scope.Scope>> = Effect.gen(this, function*() {
+      const runWorker: Effect.Effect<void, ReceiveError, R> = Effect.gen(this, function*() {
         const fiber = yield* Effect.forkDaemon(worker)
         fibers.add(fiber)
         this.handlerFibers.add(fiber)
@@ -1271,7 +1450,8 @@ export class ChannelImpl implements OpenedChannel {
           return interruptBounded(fibers)
         }))
       )
-    }) as Effect.Effect<void, ReceiveError, Exclude<R, Scope.Scope>>
+    })
+  }
 
   // ----- completing --------------------------------------------------------------------------
 
@@ -1296,34 +1476,49 @@ export class ChannelImpl implements OpenedChannel {
       if (payload.length > this.config.maxPacketSize) {
         return Effect.fail(new PacketTooLarge({ size: payload.length, max: this.config.maxPacketSize }))
       }
-      packet.state = disposition
-      if (disposition === "autoCompleted") this.counters.autoCompleted++
-      if (!packet.completionRequested) {
-        this.release(packet)
-        return Effect.void
-      }
-      if (!this.writable) {
-        this.dropCompletion(packet, `the open period ended (${this.closeReason ?? "rings released"})`)
-        return Effect.void
-      }
-      const completion: P.CompletionPacket = {
-        _tag: "Completion",
-        transactionId: packet.packet.transactionId,
-        payload: payload.slice()
-      }
-      this.outbox.push({ packet, completion })
-      this.flushOutbox()
-      // A drain waiting for packets in consumers' hands: this one has left them.
-      this.outstandingChanged.notifyAll()
-      // Wait until it is in the ring — interruptibly even inside a completion guard: an interruption
-      // leaves it queued, not lost, and no close may wait on a peer that stopped reading.
-      const waitWritten: Effect.Effect<void> = Effect.suspend(() => {
-        const seen = this.outboxChanged.current
-        if (!this.live.has(packet)) return Effect.void
-        return Effect.zipRight(this.outboxChanged.waitAfter(seen), waitWritten)
-      })
-      return Effect.interruptible(waitWritten)
+      return this.completeNow(packet, payload, disposition) ? this.waitWritten(packet) : Effect.void
     })
+  }
+
+  /**
+   * Completes a pending packet synchronously: its completion (a copy of `payload`) goes into the outbox
+   * and is written at once when the ring has room. Returns true when it still waits for room.
+   */
+  private completeNow(packet: PacketHandle, payload: Uint8Array, disposition: "completed" | "autoCompleted"): boolean {
+    packet.state = disposition
+    if (disposition === "autoCompleted") this.counters.autoCompleted++
+    if (!packet.completionRequested) {
+      this.release(packet)
+      return false
+    }
+    if (!this.writable) {
+      this.dropCompletion(packet, `the open period ended (${this.closeReason ?? "rings released"})`)
+      return false
+    }
+    const completion: P.CompletionPacket = {
+      _tag: "Completion",
+      transactionId: packet.packet.transactionId,
+      payload: payload.length === 0 ? EMPTY : payload.slice()
+    }
+    this.outbox.push({ packet, completion })
+    this.flushOutbox()
+    if (!this.live.has(packet)) return false
+    // A drain waiting for packets in consumers' hands: this one has left them.
+    this.outstandingChanged.notifyAll()
+    return true
+  }
+
+  /**
+   * Waits until a queued completion is in the ring — interruptibly even inside a completion guard: an
+   * interruption leaves it queued, not lost, and no close may wait on a peer that stopped reading.
+   */
+  private waitWritten(packet: PacketHandle): Effect.Effect<void> {
+    const wait: Effect.Effect<void> = Effect.suspend(() => {
+      const seen = this.outboxChanged.current
+      if (!this.live.has(packet)) return Effect.void
+      return Effect.zipRight(this.outboxChanged.waitAfter(seen), wait)
+    })
+    return Effect.interruptible(wait)
   }
 
   /**

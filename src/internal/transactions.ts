@@ -3,21 +3,35 @@
 // exactly once, when its id is freed — its completion arrived, it never reached the ring, or its open
 // period ended AND the host side can no longer reach the pages (`releaseEnded`, after the transport's
 // close). A pause fails the waiters but keeps the ids: a late completion then frees its entry silently.
-import * as Deferred from "effect/Deferred"
+// A waiter is a plain resumer (`Effect.async`), no Deferred: settling a request costs one call.
+import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import * as FiberId from "effect/FiberId"
 import { ChannelClosed, type CloseReason, TooManyTransactions } from "../VmbusError.js"
 
 export interface Transaction {
   readonly id: bigint
-  readonly deferred: Deferred.Deferred<Uint8Array, ChannelClosed>
 }
 
 interface Entry extends Transaction {
   /** Releases what the request holds; run once, when the id is freed. */
   readonly free: () => void
-  /** The waiter was failed (pause): a completion still frees the entry, silently. */
+  /** The waiter was failed (pause) or left (interrupted): a completion still frees the entry, silently. */
   abandoned: boolean
+  /** The outcome, once known (the waiter may come after it). */
+  result: Exit.Exit<Uint8Array, ChannelClosed> | undefined
+  /** The waiting request's resumer, while it waits. */
+  resume: ((effect: Effect.Effect<Uint8Array, ChannelClosed>) => void) | undefined
+}
+
+/** Settles an entry's waiter once: the first outcome wins. */
+const settle = (entry: Entry, exit: Exit.Exit<Uint8Array, ChannelClosed>): void => {
+  if (entry.result !== undefined) return
+  entry.result = exit
+  const resume = entry.resume
+  if (resume !== undefined) {
+    entry.resume = undefined
+    resume(exit)
+  }
 }
 
 /** What a completion packet meant to the table. */
@@ -47,12 +61,7 @@ export class TransactionTable {
 
   reserve(free: () => void): Transaction | TooManyTransactions {
     if (this.pending.size >= this.limit) return new TooManyTransactions({ limit: this.limit })
-    const entry: Entry = {
-      id: this.nextId++,
-      deferred: Deferred.unsafeMake<Uint8Array, ChannelClosed>(FiberId.none),
-      free,
-      abandoned: false
-    }
+    const entry: Entry = { id: this.nextId++, free, abandoned: false, result: undefined, resume: undefined }
     this.pending.set(entry.id, entry)
     this.changed(this.pending.size)
     return entry
@@ -63,9 +72,27 @@ export class TransactionTable {
     if (entry === undefined) return id !== 0n && id < this.nextId ? "duplicate" : "unknown"
     this.pending.delete(id)
     this.changed(this.pending.size)
-    if (!entry.abandoned) Deferred.unsafeDone(entry.deferred, Exit.succeed(payload))
+    if (!entry.abandoned) settle(entry, Exit.succeed(payload))
     entry.free()
     return entry.abandoned ? "late" : "settled"
+  }
+
+  /**
+   * Waits for the transaction's outcome. An interruption stops only the wait: the id is marked
+   * abandoned and stays reserved until its completion arrives or the open period ends (C8).
+   */
+  await(transaction: Transaction): Effect.Effect<Uint8Array, ChannelClosed> {
+    const entry = transaction as Entry
+    if (entry.result !== undefined) return entry.result
+    return Effect.async<Uint8Array, ChannelClosed>((resume) => {
+      if (entry.result !== undefined) return resume(entry.result)
+      entry.resume = resume
+      return Effect.sync(() => {
+        if (entry.resume !== resume) return
+        entry.resume = undefined
+        entry.abandoned = true
+      })
+    })
   }
 
   /** The request never reached the ring: nothing can complete it or reach its pages, so free it now. */
@@ -88,7 +115,7 @@ export class TransactionTable {
     for (const entry of this.pending.values()) {
       if (entry.abandoned) continue
       entry.abandoned = true
-      Deferred.unsafeDone(entry.deferred, Exit.fail(failure))
+      settle(entry, Exit.fail(failure))
     }
   }
 
@@ -99,7 +126,7 @@ export class TransactionTable {
   endPeriod(reason: CloseReason): void {
     const failure = new ChannelClosed({ reason })
     for (const entry of this.pending.values()) {
-      if (!entry.abandoned) Deferred.unsafeDone(entry.deferred, Exit.fail(failure))
+      if (!entry.abandoned) settle(entry, Exit.fail(failure))
       entry.abandoned = true
       this.ended.push(entry)
     }
