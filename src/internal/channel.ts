@@ -661,7 +661,33 @@ export class ChannelImpl implements OpenedChannel {
     this.counters.signalsReceived++
     if (this.outbox.length > 0) this.flushOutbox()
     this.spaceChanged.notifyAll()
+    if (this.transactions.size > 0) this.readCompletions()
     this.wake.ring()
+  }
+
+  /**
+   * Reads the completions at the head of the incoming ring here, in the signal itself: a request is
+   * resumed without waiting for the receive loop's fiber (a round trip costs two hops, not four). Stops
+   * at the first data packet (delivery stays the loop's, in order) and leaves anything malformed to the
+   * loop, which reports it. Not while a drain runs: a transport may signal synchronously from inside one.
+   */
+  private readCompletions(): void {
+    if (this.draining || !this.writable) return
+    this.draining = true
+    try {
+      let read = false
+      for (let budget = this.config.readBatchLimit; budget > 0; budget--) {
+        const head = this.in.peek()
+        if (head === undefined || head._tag !== "Completion") break
+        this.in.read()
+        read = true
+        this.handleCompletion(head)
+        if (this.closeReason !== undefined) return
+      }
+      if (read && this.in.commit()) this.signalPeer()
+    } finally {
+      this.draining = false
+    }
   }
 
   /** Writes queued completions while the ring has room; asks for a signal when it has not. */
@@ -1112,8 +1138,21 @@ export class ChannelImpl implements OpenedChannel {
     this.queue.push(handle)
   }
 
+  /** True while a drain runs: a signal arriving from inside it (a synchronous transport) must not nest. */
+  private draining = false
+
   /** Reads one batch (one commit, at most one signal). Returns what the receive loop should do next. */
   private drain(): "idle" | "blocked" | "more" | "stop" {
+    if (this.draining) return "more"
+    this.draining = true
+    try {
+      return this.drainBatch()
+    } finally {
+      this.draining = false
+    }
+  }
+
+  private drainBatch(): "idle" | "blocked" | "more" | "stop" {
     if (!this.writable) return "stop"
     let budget = this.config.readBatchLimit
     let status: "idle" | "blocked" | "more" = "idle"
