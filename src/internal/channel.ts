@@ -1138,6 +1138,9 @@ export class ChannelImpl implements OpenedChannel {
     this.queue.push(handle)
   }
 
+  /** The last drain left packets in the ring (quota reached, or not delivering): a release rings the loop. */
+  private readerBlocked = false
+
   /** True while a drain runs: a signal arriving from inside it (a synchronous transport) must not nest. */
   private draining = false
 
@@ -1188,6 +1191,7 @@ export class ChannelImpl implements OpenedChannel {
       }
       if (!canDeliver) {
         status = "blocked"
+        this.readerBlocked = true
         break
       }
       this.deliver(result)
@@ -1357,6 +1361,27 @@ export class ChannelImpl implements OpenedChannel {
   }
 
   /**
+   * Puts the packets of a batch from `from` on back at the head of the queue (still in order, none seen
+   * by a handler yet) and wakes one idle worker for them. Only while delivering: a pause or close has
+   * already taken the queue over, and the worker then finishes its batch itself.
+   */
+  private giveBack(batch: Array<PacketHandle>, from: number): void {
+    if (from >= batch.length || !this.delivering || this.current !== "Active") return
+    const rest = batch.splice(from)
+    let pending = 0
+    for (let i = 0; i < rest.length; i++) {
+      const packet = rest[i]!
+      if (packet.state !== "pending") continue
+      packet.holder = undefined
+      rest[pending++] = packet
+    }
+    rest.length = pending
+    if (pending === 0) return
+    this.queue.unshift(...rest)
+    this.packetWaiters.wakeOne()
+  }
+
+  /**
    * Ends a packet from its handler's result. Returns undefined when that took no Effect (the usual
    * case: the completion is in the ring or the packet needed none), else what is left to run — a
    * failure to report, or a wait for room in the ring.
@@ -1388,11 +1413,12 @@ export class ChannelImpl implements OpenedChannel {
   private handleBatch<E, R>(
     handler: (packet: IncomingPacketNs.IncomingPacket) => Effect.Effect<Uint8Array | void, E, R>,
     scoped: boolean,
-    max: number
+    pooled: boolean
   ): Effect.Effect<void, never, R> {
     return Effect.uninterruptibleMask((restore) =>
       Effect.suspend(() => {
-        const batch = this.handOutBatch(max)
+        // The whole queue: `Exit` handlers are settled inline, so a batch costs one wake-up, not one per packet.
+        const batch = this.handOutBatch(this.queue.length)
         if (batch.length === 0) return Effect.void
         let next = 0
         const loop = (): Effect.Effect<void, never, R> => {
@@ -1411,6 +1437,8 @@ export class ChannelImpl implements OpenedChannel {
               if (rest !== undefined) return Effect.zipRight(rest, Effect.suspend(loop))
               continue
             }
+            // This handler may take a while: the packets behind it go back to the queue for an idle worker.
+            if (pooled) this.giveBack(batch, next)
             const run = scoped ? Effect.scoped(effect as Effect.Effect<Uint8Array | void, E, R | Scope.Scope>) : effect
             return Effect.flatMap(Effect.exit(restore(run)), (exit) => {
               const rest = this.settle(packet, exit) ?? Effect.void
@@ -1456,8 +1484,8 @@ export class ChannelImpl implements OpenedChannel {
     return Effect.suspend(() => {
       // A fixed set of workers (default: the quota, at most 64), fed by batch: no fiber per packet.
       const workers = Math.max(1, Math.min(options?.concurrency ?? Math.min(this.quota, 64), 1024))
-      // Each worker takes its share of what is queued, so a batch spreads over the pool.
-      const batch = Effect.suspend(() => this.handleBatch(handler, scoped, Math.ceil(this.queue.length / workers)))
+      // A worker takes the whole queue and hands back what lies behind a handler that has to run.
+      const batch = Effect.suspend(() => this.handleBatch(handler, scoped, workers > 1))
       const worker = Effect.forever(Effect.zipRight(this.waitForPacket, batch))
       const fibers = new Set<Fiber.RuntimeFiber<never, ReceiveError>>()
       let stopping = false
@@ -1500,7 +1528,12 @@ export class ChannelImpl implements OpenedChannel {
     this.outstanding--
     this.endpoint.counters.outstandingPackets = this.outstanding
     this.outstandingChanged.notifyAll()
-    this.wake.ring()
+    // The receive loop is rung when it stopped at the quota (or a pause), and when the last packet out
+    // comes back (the loop then looks at the ring once more): once per batch, not once per packet.
+    if (this.readerBlocked || this.outstanding === 0) {
+      this.readerBlocked = false
+      this.wake.ring()
+    }
   }
 
   completePacket(
