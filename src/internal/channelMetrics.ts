@@ -12,7 +12,7 @@ import * as Metric from "effect/Metric"
 import * as MetricBoundaries from "effect/MetricBoundaries"
 import * as MetricLabel from "effect/MetricLabel"
 import type * as Transport from "../Transport.js"
-import type { ChannelStats } from "./channel.js"
+import type { ChannelStats } from "./channelConfig.js"
 
 // No descriptions: a metric's key includes its description, and applications look these up by name.
 const counter = (name: string, _meaning: string) => Metric.counter(name, { incremental: true })

@@ -1,0 +1,297 @@
+// Handing delivered packets to consumers: `take` (one scoped packet), the `packets` streams, and `serve`
+// (a pool of workers running a handler on batches of packets, settling each from its handler's result).
+import * as Cause from "effect/Cause"
+import * as Chunk from "effect/Chunk"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import type * as IncomingPacketNs from "../IncomingPacket.js"
+import {
+  ChannelClosed,
+  HandlerFailed,
+  PacketTooLarge
+} from "../VmbusError.js"
+import { interruptBounded } from "./bounded.js"
+import type { ChannelCore, Counters } from "./channelCore.js"
+import { EMPTY } from "./channelCore.js"
+import {
+  type ChannelConfig,
+  type ReceiveError
+} from "./channelConfig.js"
+
+import type { PacketHandle } from "./incoming.js"
+
+/** take, packets and serve of one channel. */
+export class Delivery {
+  private readonly config: ChannelConfig
+  private readonly counters: Counters
+
+  constructor(private readonly core: ChannelCore) {
+    this.config = core.config
+    this.counters = core.counters
+  }
+
+  /**
+   * Takes the next delivered packet as a scoped resource. The wait is interruptible; the hand-over is
+   * one synchronous step inside the acquisition, so a packet is never lost between the two.
+   */
+  readonly take: Effect.Effect<IncomingPacketNs.IncomingPacket, ReceiveError, Scope.Scope> = Effect.suspend(() => {
+    return Effect.acquireRelease(
+      Effect.sync(() => this.core.incoming.handOut()),
+      (packet) => (packet === undefined ? Effect.void : this.core.outgoing.autoComplete(packet))
+    ).pipe(
+      Effect.flatMap((packet): Effect.Effect<IncomingPacketNs.IncomingPacket, ReceiveError, Scope.Scope> => {
+        if (packet !== undefined) return Effect.succeed(packet)
+        if (this.core.terminal !== undefined) return Effect.fail(this.core.terminal)
+        if (this.core.current === "Closing" || this.core.current === "Closed") {
+          return Effect.fail(new ChannelClosed({ reason: "LocalClose" }))
+        }
+        return Effect.zipRight(this.core.packetWaiters.waitUntil(this.core.packetReady), this.take)
+      })
+    )
+  })
+
+  /**
+   * The incoming packets as a stream of chunks: one pull hands over every packet queued by a drain of
+   * the ring. The packets of a chunk are the consumer's until it pulls the next chunk (or the stream
+   * ends); then any still pending is completed with the failure payload.
+   */
+  get packets(): Stream.Stream<IncomingPacketNs.IncomingPacket, ReceiveError> {
+    return Stream.suspend(() => {
+      let previous: Array<PacketHandle> = []
+      const settlePrevious = Effect.sync(() => {
+        const chunk = previous
+        previous = []
+        let forced = false
+        for (let i = 0; i < chunk.length; i++) {
+          if (chunk[i]!.state === "pending") {
+            this.core.outgoing.autoCompleteNow(chunk[i]!)
+            forced = true
+          }
+        }
+        // The completions wait in the outbox if the ring is full: queued, never lost.
+        if (forced) this.core.outgoing.flushOutbox()
+      })
+      const next: Effect.Effect<Chunk.Chunk<IncomingPacketNs.IncomingPacket>, ReceiveError> = Effect.suspend(() => {
+        const batch = this.core.incoming.handOutBatch(this.core.queue.length)
+        if (batch.length > 0) {
+          previous = batch
+          return Effect.succeed(Chunk.unsafeFromArray<IncomingPacketNs.IncomingPacket>(batch))
+        }
+        return Effect.zipRight(this.waitForPacket, next)
+      })
+      const pull = Effect.zipRight(settlePrevious, next).pipe(
+        Effect.mapError((error) =>
+          error._tag === "ChannelClosed" && error.reason === "LocalClose" ? Option.none() : Option.some(error)
+        )
+      )
+      return Stream.repeatEffectChunkOption(pull).pipe(Stream.ensuring(settlePrevious))
+    })
+  }
+
+  /**
+   * The per-packet form: one pull per packet, each packet the consumer's until it pulls the next one.
+   * Costs a Stream pull (and a one-element chunk) per packet — several times `packets`' cost.
+   */
+  get packetsOneByOne(): Stream.Stream<IncomingPacketNs.IncomingPacket, ReceiveError> {
+    return Stream.suspend(() => {
+      let previous: PacketHandle | undefined
+      const settlePrevious = Effect.suspend(() => {
+        const packet = previous
+        previous = undefined
+        return packet === undefined ? Effect.void : this.core.outgoing.autoComplete(packet)
+      })
+      const next: Effect.Effect<PacketHandle, ReceiveError> = Effect.suspend(() => {
+        const packet = this.core.incoming.handOut()
+        if (packet !== undefined) {
+          previous = packet
+          return Effect.succeed(packet)
+        }
+        return Effect.zipRight(this.waitForPacket, next)
+      })
+      const pull = Effect.zipRight(settlePrevious, next).pipe(
+        Effect.mapError((error) =>
+          error._tag === "ChannelClosed" && error.reason === "LocalClose" ? Option.none() : Option.some(error)
+        )
+      )
+      return Stream.repeatEffectOption(pull).pipe(Stream.ensuring(settlePrevious))
+    })
+  }
+
+  /** Waits (interruptibly) until a packet is queued; fails once the open period has ended. */
+  private readonly waitForPacket: Effect.Effect<void, ReceiveError> = Effect.suspend(() => {
+    if (this.core.delivering && this.core.queue.length > 0) return Effect.void
+    if (this.core.terminal !== undefined) return Effect.fail(this.core.terminal)
+    if (this.core.current === "Closing" || this.core.current === "Closed") {
+      return Effect.fail(new ChannelClosed({ reason: "LocalClose" }))
+    }
+    return Effect.zipRight(this.core.packetWaiters.waitUntil(this.core.packetReady), this.waitForPacket)
+  })
+
+
+  /**
+   * Ends a packet from its handler's result. Returns undefined when that took no Effect (the usual
+   * case: the completion is in the ring or the packet needed none), else what is left to run — a
+   * failure to report, or a wait for room in the ring.
+   */
+  private settle(packet: PacketHandle, exit: Exit.Exit<Uint8Array | void, unknown>): Effect.Effect<void> | undefined {
+    if (Exit.isFailure(exit)) {
+      if (Exit.isInterrupted(exit)) {
+        this.counters.handlerFailures++
+        return this.core.outgoing.autoComplete(packet)
+      }
+      return this.handlerFailed(packet, exit.cause)
+    }
+    // Completed by the handler itself: its result is ignored (a second completion would be refused).
+    if (packet.state !== "pending") return undefined
+    const result = exit.value instanceof Uint8Array ? exit.value : EMPTY
+    // A result that cannot be sent (too large) still ends the packet: with the failure payload.
+    if (result.length > this.config.maxPacketSize) {
+      return this.handlerFailed(packet, Cause.fail(new PacketTooLarge({ size: result.length, max: this.config.maxPacketSize })))
+    }
+    return this.core.outgoing.completeNow(packet, result, "completed") ? this.core.outgoing.waitWritten(packet) : undefined
+  }
+
+  /**
+   * Runs the handler on one batch of packets in this worker's fiber. A handler that returns an `Exit`
+   * (`Effect.succeed`, `Effect.void`, `Effect.fail`) is settled inline, without the interpreter; any
+   * other Effect runs interruptibly. One guard per batch: whatever ends the batch (an interruption,
+   * a drain timeout), every packet of it still pending is completed with the failure payload.
+   */
+  private handleBatch<E, R>(
+    handler: (packet: IncomingPacketNs.IncomingPacket) => Effect.Effect<Uint8Array | void, E, R>,
+    scoped: boolean,
+    pooled: boolean
+  ): Effect.Effect<void, never, R> {
+    return Effect.uninterruptibleMask((restore) =>
+      Effect.suspend(() => {
+        // The whole queue: `Exit` handlers are settled inline, so a batch costs one wake-up, not one per packet.
+        const batch = this.core.incoming.handOutBatch(this.core.queue.length)
+        if (batch.length === 0) return Effect.void
+        let next = 0
+        const loop = (): Effect.Effect<void, never, R> => {
+          while (next < batch.length) {
+            const packet = batch[next++]!
+            // Force-completed meanwhile (a pause or close that timed out): nothing left to do.
+            if (packet.state !== "pending") continue
+            let effect: Effect.Effect<Uint8Array | void, E, R>
+            try {
+              effect = handler(packet)
+            } catch (thrown) {
+              effect = Exit.die(thrown)
+            }
+            if (Exit.isExit(effect) && !scoped) {
+              const rest = this.settle(packet, effect as Exit.Exit<Uint8Array | void, unknown>)
+              if (rest !== undefined) return Effect.zipRight(rest, Effect.suspend(loop))
+              continue
+            }
+            // This handler may take a while: the packets behind it go back to the queue for an idle worker.
+            if (pooled) this.core.incoming.giveBack(batch, next)
+            const run = scoped ? Effect.scoped(effect as Effect.Effect<Uint8Array | void, E, R | Scope.Scope>) : effect
+            return Effect.flatMap(Effect.exit(restore(run)), (exit) => {
+              const rest = this.settle(packet, exit) ?? Effect.void
+              // restore(void): an interruption of this worker stops the batch here; the guard ends the rest.
+              return Effect.zipRight(rest, Effect.zipRight(restore(Effect.void), Effect.suspend(loop)))
+            }) as Effect.Effect<void, never, R>
+          }
+          return Effect.void
+        }
+        return Effect.ensuring(
+          loop(),
+          Effect.sync(() => {
+            let forced = false
+            for (let i = next; i < batch.length; i++) {
+              if (batch[i]!.state === "pending") {
+                this.core.outgoing.autoCompleteNow(batch[i]!)
+                forced = true
+              }
+            }
+            if (forced) this.core.outgoing.flushOutbox()
+          })
+        )
+      })
+    )
+  }
+
+  readonly serve = <E, R>(
+    handler: (packet: IncomingPacketNs.IncomingPacket) => Effect.Effect<Uint8Array | void, E, R>,
+    options?: { readonly concurrency?: number | undefined }
+  ): Effect.Effect<void, ReceiveError, R> => this.servePool(handler, false, options)
+
+  readonly serveScoped = <E, R>(
+    handler: (packet: IncomingPacketNs.IncomingPacket) => Effect.Effect<Uint8Array | void, E, R | Scope.Scope>,
+    options?: { readonly concurrency?: number | undefined }
+  ): Effect.Effect<void, ReceiveError, Exclude<R, Scope.Scope>> =>
+    this.servePool(handler, true, options) as Effect.Effect<void, ReceiveError, Exclude<R, Scope.Scope>>
+
+  private servePool<E, R>(
+    handler: (packet: IncomingPacketNs.IncomingPacket) => Effect.Effect<Uint8Array | void, E, R>,
+    scoped: boolean,
+    options?: { readonly concurrency?: number | undefined }
+  ): Effect.Effect<void, ReceiveError, R> {
+    return Effect.suspend(() => {
+      // A fixed set of workers (default: the quota, at most 64), fed by batch: no fiber per packet.
+      const workers = Math.max(1, Math.min(options?.concurrency ?? Math.min(this.core.quota, 64), 1024))
+      // A worker takes the whole queue and hands back what lies behind a handler that has to run.
+      const batch = Effect.suspend(() => this.handleBatch(handler, scoped, workers > 1))
+      const worker = Effect.forever(Effect.zipRight(this.waitForPacket, batch))
+      const fibers = new Set<Fiber.RuntimeFiber<never, ReceiveError>>()
+      let stopping = false
+      // A worker interrupted by a drain timeout (its handler hung) is replaced while the channel is open.
+      const runWorker: Effect.Effect<void, ReceiveError, R> = Effect.gen(this, function*() {
+        const fiber = yield* Effect.forkDaemon(worker)
+        fibers.add(fiber)
+        this.core.handlerFibers.add(fiber)
+        const exit = yield* Fiber.await(fiber)
+        fibers.delete(fiber)
+        this.core.handlerFibers.delete(fiber)
+        if (Exit.isSuccess(exit)) return
+        // A local close ends this worker only: the others may still be finishing their packets.
+        const failure = Cause.failureOption(exit.cause)
+        if (Option.isSome(failure) && failure.value._tag === "ChannelClosed" && failure.value.reason === "LocalClose") return
+        const open = this.core.closeReason === undefined && (this.core.current === "Active" || this.core.current === "Paused")
+        if (Cause.isInterruptedOnly(exit.cause) && !stopping && open) return yield* runWorker
+        return yield* Effect.failCause(exit.cause)
+      })
+      return Effect.all(Array.from({ length: workers }, () => runWorker), { concurrency: "unbounded", discard: true }).pipe(
+        Effect.catchAll((error) =>
+          error._tag === "ChannelClosed" && error.reason === "LocalClose" ? Effect.void : Effect.fail(error)
+        ),
+        Effect.catchAllCause((cause) => Cause.isInterruptedOnly(cause) ? Effect.void : Effect.failCause(cause)),
+        Effect.ensuring(Effect.suspend(() => {
+          stopping = true
+          for (const fiber of fibers) this.core.handlerFibers.delete(fiber)
+          // Bounded: a worker may be the fiber interrupting serve (a handler closing the serve's scope).
+          return interruptBounded(fibers)
+        }))
+      )
+    })
+  }
+
+
+  /**
+   * A handler failed (or returned a result that cannot be sent): the packet is completed with
+   * `failureCompletion`, and because the requester cannot tell that from a reply, the failure is
+   * reported on `events` and logged at warning level.
+   */
+  private handlerFailed(packet: PacketHandle, cause: Cause.Cause<unknown>): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      this.counters.handlerFailures++
+      const failure = Cause.squash(cause)
+      const reason = failure instanceof Error ? failure.message : String(failure)
+      const error = new HandlerFailed({
+        reason,
+        transactionId: packet.packet.completionRequested ? packet.packet.transactionId : undefined,
+        failureCompleted: packet.state === "pending"
+      })
+      this.core.report({ _tag: "HandlerFailed", error })
+      return Effect.zipRight(
+        this.core.outgoing.autoComplete(packet),
+        Effect.logWarning(`vmbus: ${error.message}`, cause).pipe(Effect.annotateLogs(this.core.spanAttributes))
+      )
+    })
+  }
+}
