@@ -70,8 +70,6 @@ export class ChannelImpl implements OpenedChannel {
   readonly createGpadl: OpenedChannel["createGpadl"]
   readonly mapGpadl: OpenedChannel["mapGpadl"]
   readonly registerTransferPageSet: OpenedChannel["registerTransferPageSet"]
-  /** Runs on every signal from the peer: new data, or space freed in our outgoing ring. */
-  readonly onPeerSignal: () => void
   /** The owner's scope ends only after a close the channel started itself has finished. */
   readonly awaitSelfClose: Effect.Effect<void>
 
@@ -111,7 +109,6 @@ export class ChannelImpl implements OpenedChannel {
     this.createGpadl = core.external.createGpadl
     this.mapGpadl = core.external.mapGpadl
     this.registerTransferPageSet = core.external.registerTransferPageSet
-    this.onPeerSignal = core.incoming.onPeerSignal
     this.awaitSelfClose = core.lifecycle.awaitSelfClose
   }
 
@@ -149,11 +146,6 @@ export class ChannelImpl implements OpenedChannel {
   /** Suspend → drain → fail pending → Closed. Never fails; idempotent. */
   close(): Effect.Effect<void> {
     return this.lifecycle.close()
-  }
-
-  /** The peer closed or rescinded the channel, or our ring reader found corruption. */
-  endOpenPeriod(reason: CloseReason, error: ChannelClosed): void {
-    this.lifecycle.endOpenPeriod(reason, error)
   }
 
   /**

@@ -9,19 +9,10 @@ import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type * as IncomingPacketNs from "../IncomingPacket.js"
-import {
-  ChannelClosed,
-  HandlerFailed,
-  PacketTooLarge
-} from "../VmbusError.js"
+import { ChannelClosed, HandlerFailed, PacketTooLarge } from "../VmbusError.js"
 import { interruptBounded } from "./bounded.js"
-import type { ChannelCore, Counters } from "./channelCore.js"
-import { EMPTY } from "./channelCore.js"
-import {
-  type ChannelConfig,
-  type ReceiveError
-} from "./channelConfig.js"
-
+import type { ChannelConfig, ReceiveError } from "./channelConfig.js"
+import { type ChannelCore, type Counters, EMPTY } from "./channelCore.js"
 import type { PacketHandle } from "./incoming.js"
 
 /** take, packets and serve of one channel. */
@@ -33,6 +24,8 @@ export class Delivery {
     this.config = core.config
     this.counters = core.counters
   }
+
+  // ----- one packet at a time, or a stream of them -------------------------------------------
 
   /**
    * Takes the next delivered packet as a scoped resource. The wait is interruptible; the hand-over is
@@ -131,6 +124,7 @@ export class Delivery {
     return Effect.zipRight(this.core.packetWaiters.waitUntil(this.core.packetReady), this.waitForPacket)
   })
 
+  // ----- serve ------------------------------------------------------------------------------
 
   /**
    * Ends a packet from its handler's result. Returns undefined when that took no Effect (the usual
@@ -270,7 +264,6 @@ export class Delivery {
       )
     })
   }
-
 
   /**
    * A handler failed (or returned a result that cannot be sent): the packet is completed with

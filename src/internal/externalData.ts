@@ -3,38 +3,33 @@
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import type * as Scope from "effect/Scope"
+import type { GuestBuffer } from "../GuestMemory.js"
 import type * as IncomingPacketNs from "../IncomingPacket.js"
 import type * as PacketNs from "../Packet.js"
-import type { GuestBuffer } from "../GuestMemory.js"
 import type * as Transport from "../Transport.js"
-import type { GpadlUnavailable, GpadlWriteMapOfReadOnly } from "../VmbusError.js"
 import {
   ChannelClosed,
   ExternalDataUnavailable,
+  type GpadlUnavailable,
+  type GpadlWriteMapOfReadOnly,
   InvalidMemoryRange,
-  Unsupported,
   InvalidParameter,
-  MalformedPacket
+  MalformedPacket,
+  Unsupported
 } from "../VmbusError.js"
+import type { ChannelConfig, ExternalRange, ExternalSource, OpenedChannel } from "./channelConfig.js"
+import type { ChannelCore } from "./channelCore.js"
+import type { PacketHandle } from "./incoming.js"
 import * as P from "./packet.js"
 import type { View } from "./views.js"
-import type { ChannelCore } from "./channelCore.js"
-import {
-  type ChannelConfig,
-  type ExternalRange,
-  type ExternalSource,
-  type OpenedChannel
-} from "./channelConfig.js"
 
-import type { PacketHandle } from "./incoming.js"
-
+/** A guest buffer, as opposed to a GPA range or a GPADL view. */
 export const isGuestBuffer = (u: GuestBuffer | ExternalRange | ExternalSource): u is GuestBuffer =>
   "firstPfn" in u && "bytes" in u
 
 /** A released guest buffer named by the caller: its pages may already be someone else's. */
 export const released = (field: string, buffer: GuestBuffer): InvalidParameter =>
   new InvalidParameter({ field, reason: "the guest buffer was released (its scope closed)", value: buffer.firstPfn })
-
 
 /** External data, GPADLs and transfer page sets of one channel. */
 export class ExternalData {
@@ -45,8 +40,6 @@ export class ExternalData {
     this.config = core.config
     this.endpoint = core.endpoint
   }
-
-  // ----- external data, GPADLs, transfer page sets -------------------------------------------
 
   /** Registered sets; `view` dies at unregistration (or with the open period), ending every packet view of it. */
   private readonly transferPageSets = new Map<number, { readonly source: ExternalSource; readonly view: View }>()

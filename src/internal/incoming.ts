@@ -5,26 +5,21 @@ import * as Effect from "effect/Effect"
 import type * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import type * as IncomingPacketNs from "../IncomingPacket.js"
+import { TypeId as IncomingPacketTypeId } from "../IncomingPacket.js"
 import type * as Ring from "../Ring.js"
 import type * as Transport from "../Transport.js"
-import type {
-  ExternalDataUnavailable} from "../VmbusError.js";
 import {
+  type ExternalDataUnavailable,
   InvalidParameter,
   MalformedPacket,
   PacketAlreadyCompleted,
   RingCorrupt
 } from "../VmbusError.js"
 import { currentFiber } from "./bounded.js"
+import type { ChannelConfig } from "./channelConfig.js"
+import { type ChannelCore, type Counters, type DataPacket, EMPTY } from "./channelCore.js"
 import * as P from "./packet.js"
 import type { View } from "./views.js"
-import type { ChannelCore, Counters, DataPacket } from "./channelCore.js"
-import { EMPTY } from "./channelCore.js"
-import {
-  type ChannelConfig
-} from "./channelConfig.js"
-
-import { TypeId as IncomingPacketTypeId } from "../IncomingPacket.js"
 
 /**
  * One plain object per delivered packet: its methods live on the prototype and its Effects are built
@@ -90,6 +85,8 @@ export class Incoming {
     this.in = core.in
   }
 
+  // ----- the queue of delivered packets ------------------------------------------------------
+
   /** The next queued packet, unless delivery is paused (queued packets then wait for start). */
   handOut(): PacketHandle | undefined {
     if (!this.core.delivering) return undefined
@@ -102,6 +99,8 @@ export class Incoming {
     if (this.core.queue.length > 0) this.core.packetWaiters.wakeOne()
     return packet
   }
+
+  // ----- reading the incoming ring -----------------------------------------------------------
 
   /** Runs on every signal from the peer: new data, or space freed in our outgoing ring. */
   readonly onPeerSignal = (): void => {
@@ -137,7 +136,6 @@ export class Incoming {
     }
   }
 
-
   private deliver(packet: DataPacket): void {
     this.counters.packetsReceived++
     this.counters.bytesReceived += packet.payload.length
@@ -155,7 +153,6 @@ export class Incoming {
     }
     this.core.queue.push(handle)
   }
-
 
   /** The last drain left packets in the ring (quota reached, or not delivering): a release rings the loop. */
   private readerBlocked = false
@@ -269,6 +266,7 @@ export class Incoming {
     return step()
   })
 
+  // ----- handing out batches ----------------------------------------------------------------
 
   /**
    * Hands a consumer its share of the queued packets (at most `max`), all at once: a batch costs one
@@ -304,9 +302,9 @@ export class Incoming {
     this.core.packetWaiters.wakeOne()
   }
 
+  // ----- releasing (a packet's quota slot freed) ----------------------------------------------
 
-  // ----- completing --------------------------------------------------------------------------
-
+  /** A packet is done (completed, or its completion written or dropped): its quota slot is free again. */
   release(packet: PacketHandle): void {
     if (packet.views !== undefined) this.core.views.revoke(packet.views)
     if (!this.core.live.delete(packet)) return
@@ -320,7 +318,6 @@ export class Incoming {
       this.core.wake.ring()
     }
   }
-
 
   failPacket(packet: PacketHandle, reason: string): Effect.Effect<void, PacketAlreadyCompleted> {
     return Effect.suspend(() => {
@@ -339,7 +336,7 @@ export class Incoming {
     })
   }
 
-  // ----- quota, pause, start -----------------------------------------------------------------
+  // ----- quota -------------------------------------------------------------------------------
 
   readonly setTransactionQuota = (quota: number): Effect.Effect<void, InvalidParameter> =>
     Effect.suspend(() => {

@@ -11,20 +11,11 @@ import * as Runtime from "effect/Runtime"
 import * as Scope from "effect/Scope"
 import type * as Ring from "../Ring.js"
 import type * as Transport from "../Transport.js"
-import {
-  CallbackFailed,
-  ChannelClosed,
-  type CloseReason,
-  InvalidState,
-  RingCorrupt
-} from "../VmbusError.js"
-import * as L from "./layout.js"
+import { CallbackFailed, ChannelClosed, type CloseReason, InvalidState, RingCorrupt } from "../VmbusError.js"
 import { actingFiber, interruptBounded } from "./bounded.js"
+import type { ChannelConfig, Hooks } from "./channelConfig.js"
 import type { ChannelCore, Terminal } from "./channelCore.js"
-import {
-  type ChannelConfig,
-  type Hooks
-} from "./channelConfig.js"
+import * as L from "./layout.js"
 
 /** Open, hooks, pause, start and close of one channel. */
 export class Lifecycle {
@@ -40,6 +31,8 @@ export class Lifecycle {
     this.endpoint = core.endpoint
     this.in = core.in
   }
+
+  // ----- hooks -------------------------------------------------------------------------------
 
   /**
    * Runs a lifecycle hook that must not stop the lifecycle. It is called inside the guard, so a hook
@@ -57,6 +50,7 @@ export class Lifecycle {
     )
   }
 
+  // ----- the end of the open period (peer close, rescind, corruption) -------------------------
 
   /** The peer closed or rescinded the channel, or our ring reader found corruption. */
   endOpenPeriod(reason: CloseReason, error: Terminal): void {
@@ -93,7 +87,6 @@ export class Lifecycle {
     }
   }
 
-
   /**
    * The host side can no longer reach this endpoint's guest memory (the transport closed it): what
    * requests of the ended open period pinned is released now.
@@ -102,13 +95,14 @@ export class Lifecycle {
     this.core.transactions.releaseEnded()
   }
 
-
+  /** A corrupt ring: reported, the open period ended, and the whole close run. */
   failCorrupt(error: RingCorrupt): void {
     this.core.report({ _tag: "RingCorrupt", error })
     this.endOpenPeriod("Corrupt", error)
     this.closeAllInBackground()
   }
 
+  // ----- pause, start, and the drain of packets in consumers' hands ---------------------------
 
   /**
    * Waits until no delivered packet is in a consumer's hands — closing: and no completion is still
@@ -152,7 +146,6 @@ export class Lifecycle {
       )
     })
   }
-
 
   /**
    * Packets still pending after the drain timeout (held by code outside `serve`, or by the closing
@@ -206,7 +199,6 @@ export class Lifecycle {
   private failPending(reason: CloseReason): void {
     this.core.transactions.abandonAll(reason)
   }
-
 
   // ----- open and close ----------------------------------------------------------------------
 

@@ -4,30 +4,22 @@
 import * as Effect from "effect/Effect"
 import type * as PacketNs from "../Packet.js"
 import type * as Ring from "../Ring.js"
-import { TOO_LARGE, WRITTEN, type WriteStatus } from "./ring.js"
 import type * as Transport from "../Transport.js"
-import type {
-  RingCorrupt} from "../VmbusError.js";
 import {
   ChannelClosed,
   CompletionDropped,
   InvalidState,
   PacketAlreadyCompleted,
   PacketTooLarge,
+  type RingCorrupt,
   RingFull
 } from "../VmbusError.js"
+import { type ChannelConfig, packetBudget, type SendError, type SendOptions } from "./channelConfig.js"
+import { type ChannelCore, type Counters, EMPTY } from "./channelCore.js"
+import type { PacketHandle } from "./incoming.js"
 import { Notifier } from "./notifier.js"
 import * as P from "./packet.js"
-import type { ChannelCore, Counters } from "./channelCore.js"
-import { EMPTY } from "./channelCore.js"
-import {
-  type ChannelConfig,
-  type SendError,
-  type SendOptions,
-  packetBudget
-} from "./channelConfig.js"
-
-import type { PacketHandle } from "./incoming.js"
+import { TOO_LARGE, WRITTEN, type WriteStatus } from "./ring.js"
 
 /** Writes, ring-full waits and the completion outbox of one channel. */
 export class Outgoing {
@@ -56,6 +48,8 @@ export class Outgoing {
     this.counters = core.counters
     this.out = core.out
   }
+
+  // ----- the completion outbox ---------------------------------------------------------------
 
   /** Writes queued completions while the ring has room; asks for a signal when it has not. */
   flushOutbox(): void {
@@ -114,7 +108,6 @@ export class Outgoing {
     if (this.waitingWriters === 0 && this.outbox.length === 0 && this.core.writable) this.out.clearSpaceRequest()
   }
 
-
   // ----- writing -----------------------------------------------------------------------------
 
   writeNow(packet: P.Packet): WriteStatus | RingCorrupt {
@@ -125,7 +118,6 @@ export class Outgoing {
     if (this.out.commit()) this.core.signalPeer()
     return WRITTEN
   }
-
 
   /**
    * Writes one packet, waiting (FIFO) for space with the pending-send-size protocol when the ring is
@@ -299,6 +291,7 @@ export class Outgoing {
       return Effect.forEach(rest, (payload) => this.send(payload, options), { discard: true })
     })
 
+  // ----- completing (the outbox is where a completion is written) ------------------------------
 
   completePacket(
     packet: PacketHandle,
@@ -357,14 +350,12 @@ export class Outgoing {
     return Effect.interruptible(wait)
   }
 
-
   autoComplete(packet: PacketHandle): Effect.Effect<void> {
     return Effect.suspend(() => {
       if (packet.state !== "pending") return Effect.void
       return this.completePacket(packet, this.config.failureCompletion, "autoCompleted").pipe(Effect.ignore)
     })
   }
-
 
   /** Completes a pending packet with the failure payload at once; the completion waits in the outbox. */
   autoCompleteNow(packet: PacketHandle): void {

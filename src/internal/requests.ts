@@ -5,30 +5,24 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import type { GuestBuffer } from "../GuestMemory.js"
 import type * as PacketNs from "../Packet.js"
 import type * as Ring from "../Ring.js"
-import { TOO_LARGE, WRITTEN } from "./ring.js"
-import type { GuestBuffer } from "../GuestMemory.js"
 import type * as Transport from "../Transport.js"
 import {
   Cancelled,
-  Unsupported,
   InvalidParameter,
   MalformedPacket,
   PacketTooLarge,
   RingFull,
-  TooManyTransactions
+  TooManyTransactions,
+  Unsupported
 } from "../VmbusError.js"
-import * as P from "./packet.js"
+import type { ChannelConfig, ExternalRange, RequestError, RequestOptions } from "./channelConfig.js"
 import type { ChannelCore, Counters } from "./channelCore.js"
-import {
-  type ChannelConfig,
-  type ExternalRange,
-  type RequestError,
-  type RequestOptions
-} from "./channelConfig.js"
-
 import { isGuestBuffer, released } from "./externalData.js"
+import * as P from "./packet.js"
+import { TOO_LARGE, WRITTEN } from "./ring.js"
 
 const NO_PINS: Array<() => void> = []
 
@@ -75,6 +69,8 @@ export class Requests {
     this.counters = core.counters
     this.out = core.out
   }
+
+  // ----- sending a request (an id reserved) -------------------------------------------------
 
   readonly request = (payload: Uint8Array, options?: RequestOptions): Effect.Effect<Uint8Array, RequestError> => {
     // KMCL: a zero timeout means "do not queue if the ring is full" (RingFull), not an instant Cancelled.
@@ -182,6 +178,7 @@ export class Requests {
     return pins
   }
 
+  // ----- its completion (the id freed) ------------------------------------------------------
 
   /** True while a completion frees its transaction (the request's latency is recorded then). */
   private completing = false
