@@ -10,7 +10,7 @@ import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type * as IncomingPacketNs from "../IncomingPacket.js"
 import { ChannelClosed, HandlerFailed, PacketTooLarge } from "../VmbusError.js"
-import { interruptBounded } from "./bounded.js"
+import { currentFiber, interruptBounded } from "./bounded.js"
 import type { ChannelConfig, ReceiveError } from "./channelConfig.js"
 import { type ChannelCore, type Counters, EMPTY } from "./channelCore.js"
 import type { PacketHandle } from "./incoming.js"
@@ -150,10 +150,12 @@ export class Delivery {
   }
 
   /**
-   * Runs the handler on one batch of packets in this worker's fiber. A handler that returns an `Exit`
-   * (`Effect.succeed`, `Effect.void`, `Effect.fail`) is settled inline, without the interpreter; any
-   * other Effect runs interruptibly. One guard per batch: whatever ends the batch (an interruption,
-   * a drain timeout), every packet of it still pending is completed with the failure payload.
+   * Runs the handler on queued packets in this worker's fiber, claiming them one by one (a synchronous
+   * step, no fiber hop) until the queue is empty. A handler that returns an `Exit` (`Effect.succeed`,
+   * `Effect.void`, `Effect.fail`) is settled inline, without the interpreter, so a drained batch costs
+   * one wake-up. Before a handler that has to run, one idle worker is woken for what is still queued.
+   * One guard for the whole run: whatever ends it (an interruption, a drain timeout), the packet in
+   * hand, if still pending, is completed with the failure payload.
    */
   private handleBatch<E, R>(
     handler: (packet: IncomingPacketNs.IncomingPacket) => Effect.Effect<Uint8Array | void, E, R>,
@@ -162,15 +164,13 @@ export class Delivery {
   ): Effect.Effect<void, never, R> {
     return Effect.uninterruptibleMask((restore) =>
       Effect.suspend(() => {
-        // The whole queue: `Exit` handlers are settled inline, so a batch costs one wake-up, not one per packet.
-        const batch = this.core.incoming.handOutBatch(this.core.queue.length)
-        if (batch.length === 0) return Effect.void
-        let next = 0
+        let current: PacketHandle | undefined
+        const self = currentFiber()
         const loop = (): Effect.Effect<void, never, R> => {
-          while (next < batch.length) {
-            const packet = batch[next++]!
-            // Force-completed meanwhile (a pause or close that timed out): nothing left to do.
-            if (packet.state !== "pending") continue
+          for (;;) {
+            const packet = this.core.incoming.claim(self)
+            if (packet === undefined) return Effect.void
+            current = packet
             let effect: Effect.Effect<Uint8Array | void, E, R>
             try {
               effect = handler(packet)
@@ -182,28 +182,23 @@ export class Delivery {
               if (rest !== undefined) return Effect.zipRight(rest, Effect.suspend(loop))
               continue
             }
-            // This handler may take a while: the packets behind it go back to the queue for an idle worker.
-            if (pooled) this.core.incoming.giveBack(batch, next)
+            // This handler may take a while: an idle worker takes over what is queued behind it.
+            if (pooled && this.core.queue.length > 0) this.core.packetWaiters.wakeOne()
             const run = scoped ? Effect.scoped(effect as Effect.Effect<Uint8Array | void, E, R | Scope.Scope>) : effect
             return Effect.flatMap(Effect.exit(restore(run)), (exit) => {
               const rest = this.settle(packet, exit) ?? Effect.void
-              // restore(void): an interruption of this worker stops the batch here; the guard ends the rest.
+              // restore(void): an interruption of this worker stops here; the guard ends the packet in hand.
               return Effect.zipRight(rest, Effect.zipRight(restore(Effect.void), Effect.suspend(loop)))
             }) as Effect.Effect<void, never, R>
           }
-          return Effect.void
         }
         return Effect.ensuring(
           loop(),
           Effect.sync(() => {
-            let forced = false
-            for (let i = next; i < batch.length; i++) {
-              if (batch[i]!.state === "pending") {
-                this.core.outgoing.autoCompleteNow(batch[i]!)
-                forced = true
-              }
+            if (current !== undefined && current.state === "pending") {
+              this.core.outgoing.autoCompleteNow(current)
+              this.core.outgoing.flushOutbox()
             }
-            if (forced) this.core.outgoing.flushOutbox()
           })
         )
       })
@@ -229,7 +224,7 @@ export class Delivery {
     return Effect.suspend(() => {
       // A fixed set of workers (default: the quota, at most 64), fed by batch: no fiber per packet.
       const workers = Math.max(1, Math.min(options?.concurrency ?? Math.min(this.core.quota, 64), 1024))
-      // A worker takes the whole queue and hands back what lies behind a handler that has to run.
+      // A worker serves the queue until it is empty, and wakes another before a handler that has to run.
       const batch = Effect.suspend(() => this.handleBatch(handler, scoped, workers > 1))
       const worker = Effect.forever(Effect.zipRight(this.waitForPacket, batch))
       const fibers = new Set<Fiber.RuntimeFiber<never, ReceiveError>>()

@@ -87,6 +87,14 @@ export class Incoming {
 
   // ----- the queue of delivered packets ------------------------------------------------------
 
+  /** `serve`'s claim on the next queued packet: like `handOut`, without waking anyone. */
+  claim(holder: Fiber.RuntimeFiber<unknown, unknown> | undefined): PacketHandle | undefined {
+    if (!this.core.delivering) return undefined
+    const packet = this.core.queue.shift()
+    if (packet !== undefined) packet.holder = holder
+    return packet
+  }
+
   /** The next queued packet, unless delivery is paused (queued packets then wait for start). */
   handOut(): PacketHandle | undefined {
     if (!this.core.delivering) return undefined
@@ -108,6 +116,41 @@ export class Incoming {
     if (this.core.outgoing.outbox.length > 0) this.core.outgoing.flushOutbox()
     this.core.outgoing.spaceChanged.notifyAll()
     if (this.core.transactions.size > 0) this.readCompletions()
+    this.scheduleDrain()
+  }
+
+  private drainScheduled = false
+
+  private scheduleDrain(): void {
+    if (this.drainScheduled) return
+    this.drainScheduled = true
+    queueMicrotask(this.drainSoon)
+  }
+
+  /**
+   * The reader's work for a signal, in a microtask rather than a fiber: the ring is drained, packets
+   * queued and a consumer woken without waking the receive loop's fiber first (one hop less per
+   * packet). Still after the signalling code has run, so writes right after the signal find the ring
+   * not empty and do not signal again. What needs Effect (a flush of metrics, packets to reject, a
+   * batch left over, a blocked reader) is left to the receive loop, which is rung for it.
+   */
+  private readonly drainSoon = (): void => {
+    this.drainScheduled = false
+    for (let round = 0; round < 4; round++) {
+      if (!this.core.writable) return
+      this.in.mask()
+      const status = this.drain()
+      if (status === "stop") return
+      if (status !== "idle" || this.rejected.length > 0 || this.core.metrics.due()) break
+      this.in.discardCopy()
+      if (this.endpoint.polled === true) return
+      const more = this.in.unmask()
+      if (typeof more !== "boolean") {
+        this.core.lifecycle.failCorrupt(more)
+        return
+      }
+      if (!more) return
+    }
     this.core.wake.ring()
   }
 
@@ -281,27 +324,6 @@ export class Incoming {
     return batch
   }
 
-  /**
-   * Puts the packets of a batch from `from` on back at the head of the queue (still in order, none seen
-   * by a handler yet) and wakes one idle worker for them. Only while delivering: a pause or close has
-   * already taken the queue over, and the worker then finishes its batch itself.
-   */
-  giveBack(batch: Array<PacketHandle>, from: number): void {
-    if (from >= batch.length || !this.core.delivering || this.core.current !== "Active") return
-    const rest = batch.splice(from)
-    let pending = 0
-    for (let i = 0; i < rest.length; i++) {
-      const packet = rest[i]!
-      if (packet.state !== "pending") continue
-      packet.holder = undefined
-      rest[pending++] = packet
-    }
-    rest.length = pending
-    if (pending === 0) return
-    this.core.queue.unshift(...rest)
-    this.core.packetWaiters.wakeOne()
-  }
-
   // ----- releasing (a packet's quota slot freed) ----------------------------------------------
 
   /** A packet is done (completed, or its completion written or dropped): its quota slot is free again. */
@@ -311,11 +333,11 @@ export class Incoming {
     this.core.outstanding--
     this.endpoint.counters.outstandingPackets = this.core.outstanding
     this.core.outstandingChanged.notifyAll()
-    // The receive loop is rung when it stopped at the quota (or a pause), and when the last packet out
-    // comes back (the loop then looks at the ring once more): once per batch, not once per packet.
+    // The ring is looked at again when the reader stopped at the quota (or a pause), and when the last
+    // packet out comes back (in a microtask, see drainSoon): once per batch, not once per packet.
     if (this.readerBlocked || this.core.outstanding === 0) {
       this.readerBlocked = false
-      this.core.wake.ring()
+      this.scheduleDrain()
     }
   }
 
