@@ -531,6 +531,14 @@ export class ChannelImpl implements OpenedChannel {
     (this.delivering && this.queue.length > 0) || this.terminal !== undefined || this.current === "Closing" ||
     this.current === "Closed"
 
+  /** `serve`'s claim on the next queued packet: like `handOut`, without waking anyone. */
+  private claim(holder: Fiber.RuntimeFiber<unknown, unknown> | undefined): PacketHandle | undefined {
+    if (!this.delivering) return undefined
+    const packet = this.queue.shift()
+    if (packet !== undefined) packet.holder = holder
+    return packet
+  }
+
   /** The next queued packet, unless delivery is paused (queued packets then wait for start). */
   private handOut(): PacketHandle | undefined {
     if (!this.delivering) return undefined
@@ -1361,27 +1369,6 @@ export class ChannelImpl implements OpenedChannel {
   }
 
   /**
-   * Puts the packets of a batch from `from` on back at the head of the queue (still in order, none seen
-   * by a handler yet) and wakes one idle worker for them. Only while delivering: a pause or close has
-   * already taken the queue over, and the worker then finishes its batch itself.
-   */
-  private giveBack(batch: Array<PacketHandle>, from: number): void {
-    if (from >= batch.length || !this.delivering || this.current !== "Active") return
-    const rest = batch.splice(from)
-    let pending = 0
-    for (let i = 0; i < rest.length; i++) {
-      const packet = rest[i]!
-      if (packet.state !== "pending") continue
-      packet.holder = undefined
-      rest[pending++] = packet
-    }
-    rest.length = pending
-    if (pending === 0) return
-    this.queue.unshift(...rest)
-    this.packetWaiters.wakeOne()
-  }
-
-  /**
    * Ends a packet from its handler's result. Returns undefined when that took no Effect (the usual
    * case: the completion is in the ring or the packet needed none), else what is left to run — a
    * failure to report, or a wait for room in the ring.
@@ -1405,10 +1392,12 @@ export class ChannelImpl implements OpenedChannel {
   }
 
   /**
-   * Runs the handler on one batch of packets in this worker's fiber. A handler that returns an `Exit`
-   * (`Effect.succeed`, `Effect.void`, `Effect.fail`) is settled inline, without the interpreter; any
-   * other Effect runs interruptibly. One guard per batch: whatever ends the batch (an interruption,
-   * a drain timeout), every packet of it still pending is completed with the failure payload.
+   * Runs the handler on queued packets in this worker's fiber, claiming them one by one (a synchronous
+   * step, no fiber hop) until the queue is empty. A handler that returns an `Exit` (`Effect.succeed`,
+   * `Effect.void`, `Effect.fail`) is settled inline, without the interpreter, so a drained batch costs
+   * one wake-up. Before a handler that has to run, one idle worker is woken for what is still queued.
+   * One guard for the whole run: whatever ends it (an interruption, a drain timeout), the packet in
+   * hand, if still pending, is completed with the failure payload.
    */
   private handleBatch<E, R>(
     handler: (packet: IncomingPacketNs.IncomingPacket) => Effect.Effect<Uint8Array | void, E, R>,
@@ -1417,15 +1406,13 @@ export class ChannelImpl implements OpenedChannel {
   ): Effect.Effect<void, never, R> {
     return Effect.uninterruptibleMask((restore) =>
       Effect.suspend(() => {
-        // The whole queue: `Exit` handlers are settled inline, so a batch costs one wake-up, not one per packet.
-        const batch = this.handOutBatch(this.queue.length)
-        if (batch.length === 0) return Effect.void
-        let next = 0
+        let current: PacketHandle | undefined
+        const self = currentFiber()
         const loop = (): Effect.Effect<void, never, R> => {
-          while (next < batch.length) {
-            const packet = batch[next++]!
-            // Force-completed meanwhile (a pause or close that timed out): nothing left to do.
-            if (packet.state !== "pending") continue
+          for (;;) {
+            const packet = this.claim(self)
+            if (packet === undefined) return Effect.void
+            current = packet
             let effect: Effect.Effect<Uint8Array | void, E, R>
             try {
               effect = handler(packet)
@@ -1437,28 +1424,23 @@ export class ChannelImpl implements OpenedChannel {
               if (rest !== undefined) return Effect.zipRight(rest, Effect.suspend(loop))
               continue
             }
-            // This handler may take a while: the packets behind it go back to the queue for an idle worker.
-            if (pooled) this.giveBack(batch, next)
+            // This handler may take a while: an idle worker takes over what is queued behind it.
+            if (pooled && this.queue.length > 0) this.packetWaiters.wakeOne()
             const run = scoped ? Effect.scoped(effect as Effect.Effect<Uint8Array | void, E, R | Scope.Scope>) : effect
             return Effect.flatMap(Effect.exit(restore(run)), (exit) => {
               const rest = this.settle(packet, exit) ?? Effect.void
-              // restore(void): an interruption of this worker stops the batch here; the guard ends the rest.
+              // restore(void): an interruption of this worker stops here; the guard ends the packet in hand.
               return Effect.zipRight(rest, Effect.zipRight(restore(Effect.void), Effect.suspend(loop)))
             }) as Effect.Effect<void, never, R>
           }
-          return Effect.void
         }
         return Effect.ensuring(
           loop(),
           Effect.sync(() => {
-            let forced = false
-            for (let i = next; i < batch.length; i++) {
-              if (batch[i]!.state === "pending") {
-                this.autoCompleteNow(batch[i]!)
-                forced = true
-              }
+            if (current !== undefined && current.state === "pending") {
+              this.autoCompleteNow(current)
+              this.flushOutbox()
             }
-            if (forced) this.flushOutbox()
           })
         )
       })
@@ -1484,7 +1466,7 @@ export class ChannelImpl implements OpenedChannel {
     return Effect.suspend(() => {
       // A fixed set of workers (default: the quota, at most 64), fed by batch: no fiber per packet.
       const workers = Math.max(1, Math.min(options?.concurrency ?? Math.min(this.quota, 64), 1024))
-      // A worker takes the whole queue and hands back what lies behind a handler that has to run.
+      // A worker serves the queue until it is empty, and wakes another before a handler that has to run.
       const batch = Effect.suspend(() => this.handleBatch(handler, scoped, workers > 1))
       const worker = Effect.forever(Effect.zipRight(this.waitForPacket, batch))
       const fibers = new Set<Fiber.RuntimeFiber<never, ReceiveError>>()
