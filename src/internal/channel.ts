@@ -670,6 +670,41 @@ export class ChannelImpl implements OpenedChannel {
     if (this.outbox.length > 0) this.flushOutbox()
     this.spaceChanged.notifyAll()
     if (this.transactions.size > 0) this.readCompletions()
+    this.scheduleDrain()
+  }
+
+  private drainScheduled = false
+
+  private scheduleDrain(): void {
+    if (this.drainScheduled) return
+    this.drainScheduled = true
+    queueMicrotask(this.drainSoon)
+  }
+
+  /**
+   * The reader's work for a signal, in a microtask rather than a fiber: the ring is drained, packets
+   * queued and a consumer woken without waking the receive loop's fiber first (one hop less per
+   * packet). Still after the signalling code has run, so writes right after the signal find the ring
+   * not empty and do not signal again. What needs Effect (a flush of metrics, packets to reject, a
+   * batch left over, a blocked reader) is left to the receive loop, which is rung for it.
+   */
+  private readonly drainSoon = (): void => {
+    this.drainScheduled = false
+    for (let round = 0; round < 4; round++) {
+      if (!this.writable) return
+      this.in.mask()
+      const status = this.drain()
+      if (status === "stop") return
+      if (status !== "idle" || this.rejected.length > 0 || this.metrics.due()) break
+      this.in.discardCopy()
+      if (this.endpoint.polled === true) return
+      const more = this.in.unmask()
+      if (typeof more !== "boolean") {
+        this.failCorrupt(more)
+        return
+      }
+      if (!more) return
+    }
     this.wake.ring()
   }
 
@@ -1510,11 +1545,11 @@ export class ChannelImpl implements OpenedChannel {
     this.outstanding--
     this.endpoint.counters.outstandingPackets = this.outstanding
     this.outstandingChanged.notifyAll()
-    // The receive loop is rung when it stopped at the quota (or a pause), and when the last packet out
-    // comes back (the loop then looks at the ring once more): once per batch, not once per packet.
+    // The ring is looked at again when the reader stopped at the quota (or a pause), and when the last packet out
+    // comes back (the ring is then looked at once more, in a microtask): once per batch, not per packet.
     if (this.readerBlocked || this.outstanding === 0) {
       this.readerBlocked = false
-      this.wake.ring()
+      this.scheduleDrain()
     }
   }
 
