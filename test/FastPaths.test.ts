@@ -39,11 +39,11 @@ describe("serve: handlers that return an Exit", () => {
       yield* assertLeakFree("exit handler")
     }).pipe(withBus))
 
-  it.scoped("a batch interrupted in the middle: handled packets keep their results, the rest get the failure payload", () =>
+  it.scoped("a serve interrupted in the middle: the packet in hand gets the failure payload, the queued ones wait for the next consumer", () =>
     Effect.gen(function*() {
       const scope = yield* childScope
       const { client, server } = yield* openPair({ server: { failureCompletion: FAILURE } }).pipe(Scope.extend(scope))
-      // Five requests queued before serve starts: one drain, one batch for the single worker.
+      // Five requests queued before serve starts: one drain, all five queued for the single worker.
       const requests = yield* Effect.forEach([1, 2, 3, 4, 5], (i) => Effect.fork(client.request(filled(i))))
       yield* settle()
       const seen = yield* Ref.make<Array<number>>([])
@@ -56,19 +56,22 @@ describe("serve: handlers that return an Exit", () => {
         return Effect.zipRight(Deferred.succeed(blocked, undefined), Effect.never)
       }, { concurrency: 1 }))
       yield* Deferred.await(blocked)
-      assert.strictEqual((yield* server.stats).packetsOutstanding, 4, "packets 2-5 are the worker's")
+      assert.strictEqual((yield* server.stats).packetsOutstanding, 4, "packet 2 in hand, 3-5 queued")
       yield* Fiber.interrupt(serving)
-      const replies = yield* Effect.forEach(requests, Fiber.join)
-      assertBytes(replies[0]!, filled(0x11))
-      for (const reply of replies.slice(1)) assertBytes(reply, FAILURE)
-      // Packets 3-5 were never handed to the handler: the batch's guard completed them.
+      assertBytes(yield* Fiber.join(requests[0]!), filled(0x11))
+      // The packet in hand when the worker was interrupted: completed by the guard.
+      assertBytes(yield* Fiber.join(requests[1]!), FAILURE)
       assert.deepStrictEqual(yield* Ref.get(seen), [1, 2])
+      // Packets 3-5 were never claimed: nothing lost, they wait for the next consumer.
+      assert.strictEqual((yield* server.stats).packetsOutstanding, 3)
+      yield* Effect.forkIn(server.serve((packet: IncomingPacket.IncomingPacket) => Exit.succeed(packet.payload)), scope)
+      for (const i of [2, 3, 4]) assertBytes(yield* Fiber.join(requests[i]!), filled(i + 1))
       const stats = yield* server.stats
       assert.strictEqual(stats.completionsSent, 5)
-      assert.strictEqual(stats.autoCompleted, 4)
+      assert.strictEqual(stats.autoCompleted, 1)
       assert.strictEqual(stats.packetsOutstanding, 0)
       yield* Scope.close(scope, Exit.void)
-      yield* assertLeakFree("interrupted batch")
+      yield* assertLeakFree("interrupted serve")
     }).pipe(withBus))
 
   it.scoped("a handler that throws is a defect: its packet gets the failure payload, the next is served", () =>
