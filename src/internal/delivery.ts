@@ -150,26 +150,27 @@ export class Delivery {
   }
 
   /**
-   * Runs the handler on queued packets in this worker's fiber, claiming them one by one (a synchronous
-   * step, no fiber hop) until the queue is empty. A handler that returns an `Exit` (`Effect.succeed`,
-   * `Effect.void`, `Effect.fail`) is settled inline, without the interpreter, so a drained batch costs
-   * one wake-up. Before a handler that has to run, one idle worker is woken for what is still queued.
-   * One guard for the whole run: whatever ends it (an interruption, a drain timeout), the packet in
-   * hand, if still pending, is completed with the failure payload.
+   * One worker of `serve`: a loop in its own fiber that claims queued packets one by one (a synchronous
+   * step, no fiber hop) and waits, interruptibly, only when the queue is empty. A handler that returns
+   * an `Exit` (`Effect.succeed`, `Effect.void`, `Effect.fail`) is settled inline, without the
+   * interpreter, so a drained batch costs one wake-up. Before a handler that has to run, one idle worker
+   * is woken for what is still queued. One guard for the worker's whole life: whatever ends it (an
+   * interruption, a drain timeout, the end of the channel), the packet in hand, if still pending, is
+   * completed with the failure payload.
    */
-  private handleBatch<E, R>(
+  private worker<E, R>(
     handler: (packet: IncomingPacketNs.IncomingPacket) => Effect.Effect<Uint8Array | void, E, R>,
     scoped: boolean,
     pooled: boolean
-  ): Effect.Effect<void, never, R> {
+  ): Effect.Effect<never, ReceiveError, R> {
     return Effect.uninterruptibleMask((restore) =>
       Effect.suspend(() => {
         let current: PacketHandle | undefined
         const self = currentFiber()
-        const loop = (): Effect.Effect<void, never, R> => {
+        const loop = (): Effect.Effect<never, ReceiveError, R> => {
           for (;;) {
             const packet = this.core.incoming.claim(self)
-            if (packet === undefined) return Effect.void
+            if (packet === undefined) return waitThenLoop
             current = packet
             let effect: Effect.Effect<Uint8Array | void, E, R>
             try {
@@ -189,9 +190,10 @@ export class Delivery {
               const rest = this.settle(packet, exit) ?? Effect.void
               // restore(void): an interruption of this worker stops here; the guard ends the packet in hand.
               return Effect.zipRight(rest, Effect.zipRight(restore(Effect.void), Effect.suspend(loop)))
-            }) as Effect.Effect<void, never, R>
+            }) as Effect.Effect<never, ReceiveError, R>
           }
         }
+        const waitThenLoop: Effect.Effect<never, ReceiveError, R> = Effect.zipRight(restore(this.waitForPacket), Effect.suspend(loop))
         return Effect.ensuring(
           loop(),
           Effect.sync(() => {
@@ -225,8 +227,7 @@ export class Delivery {
       // A fixed set of workers (default: the quota, at most 64), fed by batch: no fiber per packet.
       const workers = Math.max(1, Math.min(options?.concurrency ?? Math.min(this.core.quota, 64), 1024))
       // A worker serves the queue until it is empty, and wakes another before a handler that has to run.
-      const batch = Effect.suspend(() => this.handleBatch(handler, scoped, workers > 1))
-      const worker = Effect.forever(Effect.zipRight(this.waitForPacket, batch))
+      const worker = this.worker(handler, scoped, workers > 1)
       const fibers = new Set<Fiber.RuntimeFiber<never, ReceiveError>>()
       let stopping = false
       // A worker interrupted by a drain timeout (its handler hung) is replaced while the channel is open.
