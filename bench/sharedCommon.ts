@@ -7,15 +7,22 @@ import { cpuSeconds, latencyRecorder, type Sample } from "./harness.js"
 export const TYPE = "f8615163-df3e-46c5-913f-f2d2f965ed0e"
 export const WORKER_INSTANCE = "3c9d1a2e-5b7f-4e21-9a0c-6d8e4f1b2a30"
 export const IN_THREAD_INSTANCE = "3c9d1a2e-5b7f-4e21-9a0c-6d8e4f1b2a31"
+/** The worker's second client: over a connection where both sides spin `SPIN_MICROS` before parking. */
+export const SPIN_INSTANCE = "3c9d1a2e-5b7f-4e21-9a0c-6d8e4f1b2a32"
+export const SPIN_MICROS = 50
 export const PAYLOAD = 64
 export const BATCH = 32
 export const CONCURRENCY = 32
 
 export const CHANNEL_ROWS = ["request/serve, sequential", `request/serve, ${CONCURRENCY} in flight`, "send (one-way)", `sendBatch(${BATCH}) (one-way)`] as const
 export type ChannelRow = (typeof CHANNEL_ROWS)[number]
+/** The rows also measured with spinning on (`SharedMemoryTransport.WaitOptions.spinMicros`). */
+export const SPIN_ROWS: ReadonlyArray<ChannelRow> = ["request/serve, sequential", `sendBatch(${BATCH}) (one-way)`]
 
 /** Host → worker: measure one row, or stop. */
-export type Command = { readonly type: "measure"; readonly row: ChannelRow; readonly millis: number } | { readonly type: "close" }
+export type Command =
+  | { readonly type: "measure"; readonly row: ChannelRow; readonly millis: number; readonly spin: boolean }
+  | { readonly type: "close" }
 /** Worker → host. */
 export type Reply = { readonly type: "sample"; readonly sample: Sample } | { readonly type: "error"; readonly message: string }
 /** Host → worker on the echo port (the MessagePort baselines). */

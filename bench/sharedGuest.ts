@@ -7,12 +7,24 @@ import type { MessagePort } from "node:worker_threads"
 import { parentPort, workerData } from "node:worker_threads"
 import * as Channel from "../src/Channel.js"
 import * as SharedMemoryTransport from "../src/SharedMemoryTransport.js"
-import { type Command, type EchoMessage, measureRow, type Reply, TYPE, WORKER_INSTANCE } from "./sharedCommon.js"
+import * as Transport from "../src/Transport.js"
+import {
+  type Command,
+  type EchoMessage,
+  measureRow,
+  type Reply,
+  SPIN_INSTANCE,
+  SPIN_MICROS,
+  TYPE,
+  WORKER_INSTANCE
+} from "./sharedCommon.js"
 
 const data = workerData as {
   readonly port: MessagePort
   readonly echo: MessagePort
   readonly shared: SharedMemoryTransport.SharedBuffers
+  readonly spinPort: MessagePort
+  readonly spinShared: SharedMemoryTransport.SharedBuffers
 }
 
 // MessagePort baselines: echo a round trip; count one-way payloads and answer a sync with the count.
@@ -39,20 +51,19 @@ const reply = (message: Reply) => parentPort!.postMessage(message)
 const program = Effect.gen(function*() {
   const commands = yield* Queue.unbounded<Command>()
   parentPort!.on("message", (command: Command) => Queue.unsafeOffer(commands, command))
-  const client = yield* Channel.open({
-    role: "client",
-    interfaceType: TYPE,
-    interfaceInstance: WORKER_INSTANCE,
-    outgoingRingPages: 64,
-    incomingRingPages: 64
-  })
+  const open = (transport: Transport.TransportShape, instance: string) =>
+    Channel.open({ role: "client", interfaceType: TYPE, interfaceInstance: instance, outgoingRingPages: 64, incomingRingPages: 64 })
+      .pipe(Effect.provideService(Transport.Transport, transport))
+  const client = yield* open(yield* SharedMemoryTransport.make(data.port, data.shared), WORKER_INSTANCE)
+  const spinning = yield* SharedMemoryTransport.make(data.spinPort, data.spinShared, { spinMicros: SPIN_MICROS })
+  const spinClient = yield* open(spinning, SPIN_INSTANCE)
   reply({ type: "sample", sample: { ops: 0, seconds: 0, cpuSeconds: 0 } }) // ready
   for (;;) {
     const command = yield* Queue.take(commands)
     if (command.type === "close") return
-    reply({ type: "sample", sample: yield* measureRow(client, command.row, command.millis) })
+    reply({ type: "sample", sample: yield* measureRow(command.spin ? spinClient : client, command.row, command.millis) })
   }
-}).pipe(Effect.scoped, Effect.provide(SharedMemoryTransport.layerGuest(data.port, data.shared)))
+}).pipe(Effect.scoped)
 
 Effect.runPromise(program).then(
   () => {

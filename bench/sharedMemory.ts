@@ -22,6 +22,9 @@ import {
   measureRow,
   PAYLOAD,
   type Reply,
+  SPIN_INSTANCE,
+  SPIN_MICROS,
+  SPIN_ROWS,
   TYPE,
   WORKER_INSTANCE
 } from "./sharedCommon.js"
@@ -97,17 +100,25 @@ const startWorker = Effect.gen(function*() {
   const connection = yield* SharedMemoryTransport.makeConnection()
   yield* SharedMemoryTransport.serveGuest(connection.hostPort, connection.shared)
   yield* serve(WORKER_INSTANCE)
+  // A second connection where both sides spin before parking (the "spin" rows).
+  const spinning = yield* SharedMemoryTransport.makeConnection()
+  yield* SharedMemoryTransport.serveGuest(spinning.hostPort, spinning.shared, { spinMicros: SPIN_MICROS })
+  yield* serve(SPIN_INSTANCE)
   const echo = new MessageChannel()
   const compiled = import.meta.url.endsWith(".js")
   const entry = new URL(compiled ? "./sharedGuest.js" : "./sharedGuest.ts", import.meta.url)
-  const data = { port: connection.guestPort, echo: echo.port2, shared: connection.shared }
+  const data = {
+    port: connection.guestPort,
+    echo: echo.port2,
+    shared: connection.shared,
+    spinPort: spinning.guestPort,
+    spinShared: spinning.shared
+  }
+  const transferList = [connection.guestPort, echo.port2, spinning.guestPort]
   // Under tsx a worker's TypeScript entry needs tsx registered inside it (bench/tsWorker.mjs).
   const worker = compiled
-    ? new Worker(entry, { workerData: data, transferList: [connection.guestPort, echo.port2] })
-    : new Worker(new URL("./tsWorker.mjs", import.meta.url), {
-      workerData: { ...data, entry: entry.href },
-      transferList: [connection.guestPort, echo.port2]
-    })
+    ? new Worker(entry, { workerData: data, transferList })
+    : new Worker(new URL("./tsWorker.mjs", import.meta.url), { workerData: { ...data, entry: entry.href }, transferList })
   yield* Effect.addFinalizer(() =>
     Effect.promise(async () => {
       worker.postMessage({ type: "close" } satisfies Command)
@@ -138,9 +149,9 @@ const startWorker = Effect.gen(function*() {
     if (!deliver()) waiting = () => void deliver()
   })
   yield* nextReply // the worker's client is open
-  const measure = (row: ChannelRow) => (millis: number) =>
+  const measure = (row: ChannelRow, spin = false) => (millis: number) =>
     Effect.suspend(() => {
-      worker.postMessage({ type: "measure", row, millis } satisfies Command)
+      worker.postMessage({ type: "measure", row, millis, spin } satisfies Command)
       return nextReply
     })
   return { measure, echoPort: echo.port1 }
@@ -178,6 +189,15 @@ const rows = Effect.gen(function*() {
   for (const row of CHANNEL_ROWS) {
     out.push({ name: `worker ${row}`, unit: row.startsWith("request") ? "round trip" : "packet", bytesPerOp: PAYLOAD, compareTo: compareTo(row), measure: worker.measure(row) })
   }
+  for (const row of SPIN_ROWS) {
+    out.push({
+      name: `worker ${row}, spin ${SPIN_MICROS} µs`,
+      unit: row.startsWith("request") ? "round trip" : "packet",
+      bytesPerOp: PAYLOAD,
+      compareTo: compareTo(row),
+      measure: worker.measure(row, true)
+    })
+  }
   return out
 })
 
@@ -188,7 +208,8 @@ export const subject: Subject<Layer.Layer.Success<typeof InMemoryTransport.layer
     `64-byte payloads. "worker": the client in a worker thread over SharedMemoryTransport; "in-thread": the same client in the host`,
     `thread over InMemoryTransport; servers echo. Baselines between the same two threads: a MessagePort echo, and one-way messages`,
     `carrying 1 or ${BATCH} payloads (a sync every ${WINDOW} payloads bounds the queue). Request rows compare to the echo, one-way rows`,
-    "to 1 payload per message."
+    `to 1 payload per message. "spin ${SPIN_MICROS} µs": both sides of the worker's connection poll their doorbells up to`,
+    `${SPIN_MICROS} µs before parking (SharedMemoryTransport WaitOptions.spinMicros, adaptive).`
   ],
   rows,
   layer: InMemoryTransport.layer

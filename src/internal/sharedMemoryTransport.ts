@@ -2,9 +2,8 @@
 // in-memory bus (control plane, host endpoints) and opens channels on a remote guest's behalf; the guest
 // thread gets `Endpoint`s whose rings are views on the same GuestMemory SharedArrayBuffer. Control
 // requests (open, close) and lifecycle events (peer close) travel over a MessagePort; signals travel
-// through a shared Int32Array of doorbell words, two per channel slot (to host, to guest): the ringer
-// does `Atomics.add` + `Atomics.notify`, the receiver waits with `Atomics.waitAsync` on the last value
-// it saw, so a ring between two waits is never lost (rings may coalesce into one wake-up).
+// through a shared Int32Array of doorbell words, two per channel slot (to host, to guest; see
+// ./doorbell.ts for how they are rung and waited for).
 import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
@@ -15,6 +14,7 @@ import * as Scope from "effect/Scope"
 import type { MessagePort } from "node:worker_threads"
 import { MessageChannel } from "node:worker_threads"
 import * as GuestMemory from "../GuestMemory.js"
+import * as Doorbell from "./doorbell.js"
 import * as Transport from "../Transport.js"
 import type { CloseReason } from "../VmbusError.js"
 import {
@@ -36,7 +36,7 @@ import {
 export interface SharedBuffers {
   /** The GuestMemory pages (`GuestMemoryShape.buffer`): the rings live here. */
   readonly memory: SharedArrayBuffer
-  /** Two Int32 doorbell words per channel slot: `[2 * slot]` to host, `[2 * slot + 1]` to guest. */
+  /** Two Int32 doorbell words per channel slot (`[2 * slot]` to host, `[2 * slot + 1]` to guest), then four more (./doorbell.ts). */
   readonly doorbells: SharedArrayBuffer
 }
 
@@ -88,9 +88,6 @@ type HostMessage =
   | { readonly _tag: "PeerClosed"; readonly id: number; readonly reason: CloseReason }
   | { readonly _tag: "Closed"; readonly id: number }
 
-const toHostWord = (slot: number): number => 2 * slot
-const toGuestWord = (slot: number): number => 2 * slot + 1
-
 const DEFAULT_MAX_CHANNELS = 64
 
 export const makeConnection = (
@@ -108,78 +105,10 @@ export const makeConnection = (
       return {
         hostPort: port1,
         guestPort: port2,
-        shared: { memory: memory.buffer, doorbells: new SharedArrayBuffer(8 * maxChannels) }
+        shared: { memory: memory.buffer, doorbells: new SharedArrayBuffer(Doorbell.doorbellBytes(maxChannels)) }
       }
     })
   })
-
-// ---------------------------------------------------------------------------------------------
-// Doorbells
-// ---------------------------------------------------------------------------------------------
-
-type WaitAsync = (
-  array: Int32Array,
-  index: number,
-  value: number
-) => { readonly async: false; readonly value: "not-equal" | "timed-out" } | {
-  readonly async: true
-  readonly value: Promise<"ok" | "timed-out">
-}
-
-// ES2024 (Node ≥ 16); not in the ES2022 lib this project compiles against.
-const waitAsync: WaitAsync = (Atomics as unknown as { readonly waitAsync: WaitAsync }).waitAsync
-
-const ring = (words: Int32Array, index: number): void => {
-  Atomics.add(words, index, 1)
-  Atomics.notify(words, index)
-}
-
-/**
- * Watches one doorbell word: runs `callback` once per wake-up that saw the word change since the last
- * value observed (starting from `seen`). `stop` ends the loop and wakes the pending wait so it settles.
- */
-class Watcher {
-  private stopped = false
-  private started = false
-  constructor(
-    private readonly words: Int32Array,
-    private readonly index: number,
-    private seen: number,
-    private readonly callback: () => void
-  ) {}
-
-  start(): void {
-    if (this.started) return
-    this.started = true
-    this.loop()
-  }
-
-  stop(): void {
-    if (this.stopped) return
-    this.stopped = true
-    Atomics.notify(this.words, this.index)
-  }
-
-  private readonly loop = (): void => {
-    while (!this.stopped) {
-      const current = Atomics.load(this.words, this.index)
-      if (current !== this.seen) {
-        this.seen = current
-        try {
-          this.callback()
-        } catch {
-          // A throwing callback must not stop the signals of this channel (nor reject an unhandled promise).
-        }
-        continue
-      }
-      const result = waitAsync(this.words, this.index, current)
-      if (result.async) {
-        result.value.then(this.loop, this.loop)
-        return
-      }
-    }
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Errors across the port
@@ -248,17 +177,21 @@ type Inbox = GuestMessage | { readonly _tag: "PortClosed" }
 
 export const serveGuest = (
   port: MessagePort,
-  shared: SharedBuffers
-): Effect.Effect<GuestServer, never, Transport.Transport | Scope.Scope> =>
+  shared: SharedBuffers,
+  options?: Doorbell.WaitOptions
+): Effect.Effect<GuestServer, InvalidParameter, Transport.Transport | Scope.Scope> =>
   Effect.gen(function*() {
+    const wait = Doorbell.validateWaitOptions(options)
+    if (wait instanceof InvalidParameter) return yield* wait
     const transport = yield* Transport.Transport
     // The dispatcher and the per-channel fibers live in a scope of their own, closed last: the guest's
     // channels usually close while the caller's scope is already closing (they were opened after this),
     // and a fiber forked into a closing scope would be interrupted before it starts.
     const serverScope = yield* Scope.make()
     const words = new Int32Array(shared.doorbells)
+    const waiter = new Doorbell.Waiter(words, Doorbell.TO_HOST, wait)
     const free: Array<number> = []
-    for (let slot = words.length / 2 - 1; slot >= 0; slot--) free.push(slot)
+    for (let slot = Doorbell.slotCount(words) - 1; slot >= 0; slot--) free.push(slot)
     const channels = new Map<number, RemoteChannel>()
     const done = yield* Deferred.make<void>()
     const inbox = yield* Queue.unbounded<Inbox>()
@@ -318,10 +251,10 @@ export const serveGuest = (
         if (slot === undefined) {
           return yield* new TransportError({ reason: "Busy", detail: "no free doorbell slot (raise maxChannels)" })
         }
-        Atomics.store(words, toHostWord(slot), 0)
-        Atomics.store(words, toGuestWord(slot), 0)
+        Atomics.store(words, Doorbell.channelWord(slot, Doorbell.TO_HOST), 0)
+        Atomics.store(words, Doorbell.channelWord(slot, Doorbell.TO_GUEST), 0)
         let stopped = false
-        const watcher = new Watcher(words, toHostWord(slot), 0, () => endpoint.signal())
+        const watcher = waiter.watch(slot, 0, () => endpoint.signal())
         yield* Scope.addFinalizer(
           remote.scope,
           Effect.sync(() => {
@@ -331,7 +264,7 @@ export const serveGuest = (
           })
         )
         endpoint.onSignal(() => {
-          if (!stopped) ring(words, toGuestWord(slot))
+          if (!stopped) Doorbell.ring(words, slot, Doorbell.TO_GUEST)
         })
         watcher.start()
         // Installed by `open` once Opened is posted: a close the peer already made is then sent after it.
@@ -443,7 +376,7 @@ class GuestEndpoint implements Transport.Endpoint {
   readonly memory = undefined
   readonly createGpadl = undefined
   readonly mapGpadl = undefined
-  private watcher: Watcher | undefined = undefined
+  private watcher: Doorbell.Watcher | undefined = undefined
   private signalCallback: (() => void) | undefined = undefined
   private peerCloseCallback: ((reason: CloseReason) => void) | undefined = undefined
   private closedBy: CloseReason | undefined = undefined
@@ -454,14 +387,14 @@ class GuestEndpoint implements Transport.Endpoint {
     readonly childRelid: number,
     readonly outgoing: Uint8Array,
     readonly incoming: Uint8Array,
-    private readonly words: Int32Array,
+    private readonly waiter: Doorbell.Waiter,
     private readonly slot: number
   ) {}
 
   readonly signal = (): void => {
     if (this.stopped) return
     this.counters.signalsSent++
-    ring(this.words, toHostWord(this.slot))
+    Doorbell.ring(this.waiter.words, this.slot, Doorbell.TO_HOST)
   }
 
   readonly onSignal = (callback: () => void): void => {
@@ -469,7 +402,7 @@ class GuestEndpoint implements Transport.Endpoint {
     if (this.watcher !== undefined || this.stopped) return
     // The host resets both words before it answers the open, so 0 is "nothing seen yet": a signal that
     // arrived before the callback was installed is delivered now.
-    this.watcher = new Watcher(this.words, toGuestWord(this.slot), 0, () => {
+    this.watcher = this.waiter.watch(this.slot, 0, () => {
       this.counters.signalsReceived++
       this.signalCallback?.()
     })
@@ -501,10 +434,14 @@ class GuestEndpoint implements Transport.Endpoint {
 
 export const make = (
   port: MessagePort,
-  shared: SharedBuffers
-): Effect.Effect<Transport.TransportShape, never, Scope.Scope> =>
+  shared: SharedBuffers,
+  options?: Doorbell.WaitOptions
+): Effect.Effect<Transport.TransportShape, InvalidParameter, Scope.Scope> =>
   Effect.gen(function*() {
+    const wait = Doorbell.validateWaitOptions(options)
+    if (wait instanceof InvalidParameter) return yield* wait
     const words = new Int32Array(shared.doorbells)
+    const waiter = new Doorbell.Waiter(words, Doorbell.TO_GUEST, wait)
     const pendingOpens = new Map<number, (message: HostMessage) => void>()
     const pendingCloses = new Map<number, () => void>()
     const endpoints = new Map<number, GuestEndpoint>()
@@ -513,6 +450,16 @@ export const make = (
     const earlyCloses = new Map<number, CloseReason>()
     let nextId = 1
     let portOpen = true
+    // A pending Atomics.waitAsync does not keep a thread alive: the port does, while a channel is open
+    // or an open/close is under way, and lets the thread exit once none is.
+    let portHeld = true
+    const holdPort = (): void => {
+      const busy = portOpen && pendingOpens.size + endpoints.size + pendingCloses.size > 0
+      if (busy === portHeld) return
+      portHeld = busy
+      if (busy) port.ref()
+      else port.unref()
+    }
 
     const onMessage = (message: HostMessage): void => {
       switch (message._tag) {
@@ -522,6 +469,7 @@ export const make = (
           pendingOpens.delete(message.id)
           if (resume !== undefined && message._tag === "Opened") awaitingEndpoint.add(message.id)
           resume?.(message)
+          holdPort()
           return
         }
         case "PeerClosed": {
@@ -534,6 +482,7 @@ export const make = (
           const resume = pendingCloses.get(message.id)
           pendingCloses.delete(message.id)
           resume?.()
+          holdPort()
           return
         }
       }
@@ -551,6 +500,7 @@ export const make = (
     }
     port.on("message", onMessage)
     port.on("close", onClose)
+    holdPort()
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
         for (const endpoint of endpoints.values()) endpoint.stop()
@@ -565,8 +515,12 @@ export const make = (
         const endpoint = endpoints.get(id)
         endpoints.delete(id)
         endpoint?.stop()
-        if (!portOpen) return resume(Effect.void)
+        if (!portOpen) {
+          holdPort()
+          return resume(Effect.void)
+        }
         pendingCloses.set(id, () => resume(Effect.void))
+        holdPort()
         port.postMessage({ _tag: "Close", id } satisfies GuestMessage)
       })
 
@@ -579,8 +533,12 @@ export const make = (
         yield* Effect.addFinalizer(() => failed ? Effect.void : closeRemote(id))
         const reply = yield* Effect.async<HostMessage>((resume) => {
           pendingOpens.set(id, (message) => resume(Effect.succeed(message)))
+          holdPort()
           port.postMessage({ _tag: "Open", id, request } satisfies GuestMessage)
-          return Effect.sync(() => pendingOpens.delete(id))
+          return Effect.sync(() => {
+            pendingOpens.delete(id)
+            holdPort()
+          })
         })
         if (reply._tag !== "Opened") {
           failed = true
@@ -594,7 +552,7 @@ export const make = (
         const bad = [reply.outgoing, reply.incoming].some((l) =>
           !Number.isSafeInteger(l.byteOffset) || !Number.isSafeInteger(l.byteLength) || l.byteOffset < 0 ||
           l.byteLength <= 0 || l.byteOffset + l.byteLength > size || l.byteOffset % 8 !== 0
-        ) || !Number.isSafeInteger(reply.slot) || reply.slot < 0 || 2 * reply.slot + 1 >= words.length
+        ) || !Number.isSafeInteger(reply.slot) || reply.slot < 0 || reply.slot >= Doorbell.slotCount(words)
         if (bad) {
           return yield* new TransportError({ reason: "InvalidData", detail: "the host described rings or a doorbell outside the shared buffers" })
         }
@@ -604,10 +562,11 @@ export const make = (
           reply.childRelid,
           view(reply.outgoing),
           view(reply.incoming),
-          words,
+          waiter,
           reply.slot
         )
         endpoints.set(id, endpoint)
+        holdPort()
         if (early !== undefined) endpoint.peerClosed(early)
         return endpoint
       })

@@ -1,6 +1,8 @@
-// A guest thread for test/SharedMemoryTransport.test.ts: opens a client channel through the
+// A guest thread for test/SharedMemoryTransport*.test.ts: opens a client channel through the
 // shared-memory guest transport, sends `requests` requests, checks every reply is the bitwise
 // complement of its request, and posts the checks back. Closing the layer closes the port.
+// `wait` is passed to `layerGuest`; with `idleAfterClose` the worker closes its channel, posts the
+// checks and then waits (for nothing) inside the transport's scope (the thread should exit: nothing holds it).
 import { Effect } from "effect"
 import { parentPort, workerData } from "node:worker_threads"
 import type { MessagePort } from "node:worker_threads"
@@ -12,11 +14,13 @@ interface Data {
   readonly port: MessagePort
   readonly shared: SharedMemoryTransport.SharedBuffers
   readonly requests: number
+  readonly wait?: SharedMemoryTransport.WaitOptions
+  readonly idleAfterClose?: boolean
 }
 
 const data = workerData as Data
 
-const program = Effect.gen(function*() {
+const exchange = Effect.gen(function*() {
   const client = yield* Channel.open({ role: "client", interfaceType: TYPE, outgoingRingPages: 4, incomingRingPages: 4 })
   return yield* Effect.forEach(
     Array.from({ length: data.requests }, (_, i) => i),
@@ -28,10 +32,15 @@ const program = Effect.gen(function*() {
       }),
     { concurrency: 16 }
   )
-}).pipe(
-  Effect.scoped,
-  Effect.provide(SharedMemoryTransport.layerGuest(data.port, data.shared))
-)
+}).pipe(Effect.scoped)
+
+const program = Effect.gen(function*() {
+  const checks = yield* exchange
+  if (data.idleAfterClose !== true) return checks
+  parentPort!.postMessage({ ok: true, checks })
+  // Not Effect.never: it holds the thread with a timer. This resumer is never called and holds nothing.
+  return yield* Effect.async<ReadonlyArray<number>>(() => {})
+}).pipe(Effect.provide(SharedMemoryTransport.layerGuest(data.port, data.shared, data.wait)))
 
 Effect.runPromise(program).then(
   (checks) => parentPort!.postMessage({ ok: true, checks }),
