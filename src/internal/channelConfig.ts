@@ -272,12 +272,13 @@ export interface OpenedChannel extends Sender {
    */
   readonly packetsOneByOne: Stream.Stream<IncomingPacketNs.IncomingPacket, ReceiveError>
   /**
-   * Serves incoming packets with `handler` on a pool of workers (`concurrency`, default: the transaction
-   * quota, at most 64), fed by batch: each worker takes its share of what one drain of the ring queued.
-   * The handler's result is the completion payload; if it fails, dies or is interrupted the packet is
-   * completed with the failure payload (and so is every packet of its batch not yet handled when the
-   * worker is interrupted). A handler that returns an `Exit` (`Effect.succeed`, `Effect.void`,
-   * `Effect.fail`) is settled inline, without running the interpreter. No scope per packet: a handler
+   * Serves incoming packets with `handler` on a pool of persistent workers (`concurrency`, default: the
+   * transaction quota, at most 64). A worker claims queued packets one by one in a plain loop (one
+   * wake-up per drain of the ring) and wakes an idle worker before a handler that has to run. The
+   * handler's result is the completion payload; if it fails, dies or is interrupted the packet is
+   * completed with the failure payload (so is the packet in a worker's hands when the worker is
+   * interrupted; packets not yet claimed stay queued). A handler that returns an `Exit`
+   * (`Effect.succeed`, `Effect.void`, `Effect.fail`) is settled inline, without running the interpreter. No scope per packet: a handler
    * that needs one uses `serveScoped` (or `Effect.scoped` itself). Runs until the open period ends.
    */
   readonly serve: <E, R>(

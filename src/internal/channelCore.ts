@@ -25,6 +25,7 @@ import type { Outgoing } from "./outgoing.js"
 import type { Requests } from "./requests.js"
 import { TransactionTable } from "./transactions.js"
 import { Views } from "./views.js"
+import { LiveList } from "./liveList.js"
 
 // Metrics and span attributes: ./channelMetrics.ts (flushed every 256 events, on a time bound, and at close)
 
@@ -79,7 +80,7 @@ export class ChannelCore {
   readonly wake = new Doorbell()
   readonly queue: Array<PacketHandle> = []
   /** Delivered packets not yet released (pending, or completing). */
-  readonly live = new Set<PacketHandle>()
+  readonly live = new LiveList<PacketHandle>()
   readonly packetWaiters = new WaitQueue()
   readonly packetReady = (): boolean =>
     (this.delivering && this.queue.length > 0) || this.terminal !== undefined || this.current === "Closing" ||

@@ -16,6 +16,7 @@ import {
   RingCorrupt
 } from "../VmbusError.js"
 import { currentFiber } from "./bounded.js"
+import type { LiveLinks } from "./liveList.js"
 import type { ChannelConfig } from "./channelConfig.js"
 import { type ChannelCore, type Counters, type DataPacket, EMPTY } from "./channelCore.js"
 import * as P from "./packet.js"
@@ -37,6 +38,10 @@ export class PacketHandle implements IncomingPacketNs.IncomingPacket {
   invalid: MalformedPacket | undefined = undefined
   /** The fiber the packet was handed to (undefined until handed out). */
   holder: Fiber.RuntimeFiber<unknown, unknown> | undefined = undefined
+  // links of the channel's list of live packets (./liveList.ts)
+  livePrev: LiveLinks | undefined = undefined
+  liveNext: LiveLinks | undefined = undefined
+  isLive = false
 
   constructor(
     readonly core: ChannelCore,

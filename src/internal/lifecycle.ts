@@ -121,7 +121,7 @@ export class Lifecycle {
       }
       const busy = (): boolean => {
         if (closing && this.core.outgoing.outbox.length > 0) return true
-        for (const packet of this.core.live) {
+        for (const packet of this.core.live.toArray()) {
           if (packet.state === "pending" && packet.holder !== undefined && packet.holder !== self && !this.closeJoiners.has(packet.holder)) return true
         }
         return false
@@ -155,7 +155,7 @@ export class Lifecycle {
    */
   private forceCompleteAll(except: Fiber.RuntimeFiber<unknown, unknown> | undefined): void {
     const queued = new Set(this.core.queue)
-    for (const packet of Array.from(this.core.live)) {
+    for (const packet of this.core.live.toArray()) {
       if (packet.state !== "pending" || queued.has(packet)) continue
       if (except !== undefined && packet.holder === except) continue
       this.core.outgoing.autoCompleteNow(packet)

@@ -31,6 +31,8 @@ const requestPacket = (
   payload: Uint8Array,
   options: RequestOptions | undefined
 ): P.InBandPacket | P.GpaDirectPacket | P.TransferPagesPacket | InvalidParameter | PacketTooLarge => {
+  // The common case (in-band, no options): one object, nothing else allocated.
+  if (options === undefined) return { _tag: "InBand", transactionId: 0n, completionRequested: true, payload }
   const ranges: Array<PacketNs.GpaRange> = [...(options?.ranges ?? [])]
   for (const item of options?.external ?? []) {
     ranges.push(isGuestBuffer(item) ? { byteCount: item.byteLength, byteOffset: 0, pfns: item.pfns } : item)
@@ -103,7 +105,9 @@ export class Requests {
         for (const unpin of pins) unpin()
         return Effect.fail(transaction)
       }
-      const packet = { ...shape, transactionId: transaction.id } as P.Packet
+      // `shape` was built for this request alone: its id is set in place rather than copied.
+      ;(shape as { transactionId: bigint }).transactionId = transaction.id
+      const packet: P.Packet = shape
       // Fast path: room in the ring, nobody queued before us — written now, synchronously (no point
       // where an interruption could fall between the write and the wait).
       if (this.core.writable && this.core.outgoing.waitingWriters === 0) {
