@@ -8,7 +8,7 @@ import * as FaultInjectingTransport from "../src/FaultInjectingTransport.js"
 import * as GuestMemory from "../src/GuestMemory.js"
 import * as InMemoryTransport from "../src/InMemoryTransport.js"
 import * as Transport from "../src/Transport.js"
-import { filled, INSTANCE, openPair, openPairInScope, TYPE } from "./utils/channels.js"
+import { eventually, filled, INSTANCE, openPair, openPairInScope, settle, TYPE } from "./utils/channels.js"
 import { assertBytes, assertLeakFree, hold } from "./utils/semantics.js"
 
 const faulty = (config: FaultInjectingTransport.FaultConfigInput) =>
@@ -264,5 +264,37 @@ describe("FaultInjectingTransport", () => {
       assert.isTrue(reused.bytes.every((b) => b === 0x55), "nothing was written into the new allocation")
       yield* held.release
       assert.isTrue(Either.isLeft(yield* Fiber.join(request)))
+    }).pipe(Effect.scoped, Effect.zipRight(assertLeakFree()), Effect.provide(faulty({}))))
+  it.live("regression (sim seed 5000137): a closer interrupted while the corruption close runs returns only after the offer is gone", () =>
+    Effect.gen(function*() {
+      const control = yield* FaultInjectingTransport.FaultControl
+      const bus = yield* InMemoryTransport.Control
+      const serverScope = yield* Scope.make()
+      const clientScope = yield* Scope.make()
+      const serverFiber = yield* Effect.fork(
+        Channel.open({ role: "server", interfaceType: TYPE, interfaceInstance: INSTANCE, drainTimeoutMillis: 60_000 })
+          .pipe(Scope.extend(serverScope))
+      )
+      const client = yield* Channel.open({ role: "client", interfaceType: TYPE, interfaceInstance: INSTANCE })
+        .pipe(Scope.extend(clientScope))
+      const server = yield* Fiber.join(serverFiber)
+      // A packet in a consumer's hands: the corruption close's drain waits for it.
+      yield* client.send(filled(1))
+      const held = yield* hold(server)
+      assert.isTrue(yield* control.corruptRing("clientToServer"))
+      assert.strictEqual(yield* server.closed, "Corrupt")
+      // A handler closes its own channel's scope (closeFromHandler): it waits for the close under way…
+      const closer = yield* Effect.fork(Scope.close(serverScope, Exit.void))
+      yield* eventually(Effect.map(Fiber.status(closer), (status) => status._tag === "Suspended"), "the closer waits")
+      // …and its owner interrupts it (the simulation tears its consumers down). Had the interrupt stopped
+      // the scope's close there, the owner would go on while the offer is still up.
+      const interrupting = yield* Effect.fork(Fiber.interrupt(closer))
+      yield* settle(200)
+      assert.isNull(interrupting.unsafePoll(), "the interrupted closer still waits for the close under way")
+      assert.strictEqual((yield* bus.stats).offers, 1)
+      yield* held.release
+      yield* Fiber.join(interrupting)
+      assert.strictEqual((yield* bus.stats).offers, 0, "the offer is gone once the closer returned")
+      yield* Scope.close(clientScope, Exit.void)
     }).pipe(Effect.scoped, Effect.zipRight(assertLeakFree()), Effect.provide(faulty({}))))
 })

@@ -192,10 +192,17 @@ export const open = <E = never>(
     // raw Scope.close is interruptible, and an abandoned close leaves the channel and its offer open for
     // good): it runs in a fiber of its own that the closer awaits. Added after the fork, so it runs first.
     // The daemon acts for the closer: a handler closing its own channel is not waited for (defect 7).
+    // A close the channel started itself (corruption) is joined here too, in the same uninterruptible
+    // wait: `Scope.close` of the scope it is closing returns at once, and a closer interrupted in a wait
+    // of its own would skip this finalizer and return with the offer or endpoint still open (F10).
+    const opened: { channel?: ChannelImpl } = {}
     yield* Scope.addFinalizerExit(outer, (exit) =>
       Effect.uninterruptible(Effect.suspend(() =>
         Effect.flatMap(
-          Effect.forkDaemon(actingFor(actingFiber(), Scope.close(scope, exit))),
+          Effect.forkDaemon(actingFor(
+            actingFiber(),
+            Effect.zipRight(Scope.close(scope, exit), Effect.suspend(() => opened.channel?.awaitSelfClose ?? Effect.void))
+          )),
           Fiber.await
         )
       )))
@@ -204,8 +211,7 @@ export const open = <E = never>(
       Scope.extend(scope),
       Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause)))
     )
-    // Runs before the open period's scope closes (finalizers run in reverse order).
-    yield* Scope.addFinalizer(outer, channel.awaitSelfClose)
+    opened.channel = channel
     return channel as OpenedChannel
   }).pipe(Effect.withSpan("vmbus.channel.open", {
     attributes: {

@@ -264,7 +264,10 @@ export class Lifecycle {
     Runtime.runFork(this.core.runtime)(Effect.ensuring(Scope.close(scope, Exit.void), Deferred.done(this.selfCloseDone, Exit.void)))
   }
 
-  /** The owner's scope ends only after a close the channel started itself has finished. */
+  /**
+   * The owner's scope ends only after a close the channel started itself has finished. Run inside the
+   * owner's uninterruptible close daemon (channel.ts): an interrupted closer must not return early (F10).
+   */
   readonly awaitSelfClose: Effect.Effect<void> = Effect.suspend(() =>
     this.selfCloseStarted ? this.joinClose(Deferred.await(this.selfCloseDone)) : Effect.void
   )
