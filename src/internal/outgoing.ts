@@ -310,8 +310,9 @@ export class Outgoing {
   }
 
   /**
-   * Completes a pending packet synchronously: its completion (a copy of `payload`) goes into the outbox
-   * and is written at once when the ring has room. Returns true when it still waits for room.
+   * Completes a pending packet synchronously: its completion is written at once when nothing is queued
+   * and the ring has room; otherwise a copy of `payload` waits in the outbox. Returns true when it still
+   * waits for room.
    */
   completeNow(packet: PacketHandle, payload: Uint8Array, disposition: "completed" | "autoCompleted"): boolean {
     packet.state = disposition
@@ -324,6 +325,19 @@ export class Outgoing {
       this.dropCompletion(packet, `the open period ended (${this.core.closeReason ?? "rings released"})`)
       return false
     }
+    // Nothing queued before it: written straight from the caller's bytes, no copy, no outbox entry.
+    if (this.outbox.length === 0) {
+      const direct: P.CompletionPacket = { _tag: "Completion", transactionId: packet.packet.transactionId, payload }
+      const result = this.out.writeStatus(direct)
+      if (result === WRITTEN) {
+        this.counters.packetsSent++
+        this.counters.completionsSent++
+        if (this.out.commit()) this.core.signalPeer()
+        this.core.incoming.release(packet)
+        return false
+      }
+    }
+    // It must wait (or the write failed: flushOutbox reports why): a copy, the caller may reuse its buffer.
     const completion: P.CompletionPacket = {
       _tag: "Completion",
       transactionId: packet.packet.transactionId,
