@@ -153,8 +153,8 @@ export class Delivery {
    * One worker of `serve`: a loop in its own fiber that claims queued packets one by one (a synchronous
    * step, no fiber hop) and waits, interruptibly, only when the queue is empty. A handler that returns
    * an `Exit` (`Effect.succeed`, `Effect.void`, `Effect.fail`) is settled inline, without the
-   * interpreter, so a drained batch costs one wake-up. Before a handler that has to run, one idle worker
-   * is woken for what is still queued. One guard for the worker's whole life: whatever ends it (an
+   * interpreter, so a drained batch costs one wake-up. A handler that has to run and suspends has one
+   * idle worker woken for what is still queued. One guard for the worker's whole life: whatever ends it (an
    * interruption, a drain timeout, the end of the channel), the packet in hand, if still pending, is
    * completed with the failure payload.
    */
@@ -167,6 +167,15 @@ export class Delivery {
       Effect.suspend(() => {
         let current: PacketHandle | undefined
         const self = currentFiber()
+        // Set while a handler's Effect runs. The idle worker is woken from a microtask, which runs only
+        // once this fiber has yielded: a handler that finishes synchronously wakes nobody, one that
+        // suspends hands what is queued behind it to another worker.
+        let inHandler = false
+        let wakeScheduled = false
+        const wakeIfSuspended = (): void => {
+          wakeScheduled = false
+          if (inHandler && this.core.delivering && this.core.queue.length > 0) this.core.packetWaiters.wakeOne()
+        }
         const loop = (): Effect.Effect<never, ReceiveError, R> => {
           for (;;) {
             const packet = this.core.incoming.claim(self)
@@ -183,17 +192,24 @@ export class Delivery {
               if (rest !== undefined) return Effect.zipRight(rest, Effect.suspend(loop))
               continue
             }
-            // This handler may take a while: an idle worker takes over what is queued behind it.
-            if (pooled && this.core.queue.length > 0) this.core.packetWaiters.wakeOne()
+            // This handler may take a while: if it suspends, an idle worker takes over what is queued.
+            if (pooled && !wakeScheduled && this.core.queue.length > 0) {
+              wakeScheduled = true
+              queueMicrotask(wakeIfSuspended)
+            }
+            inHandler = true
             const run = scoped ? Effect.scoped(effect as Effect.Effect<Uint8Array | void, E, R | Scope.Scope>) : effect
             return Effect.flatMap(Effect.exit(restore(run)), (exit) => {
-              const rest = this.settle(packet, exit) ?? Effect.void
-              // restore(void): an interruption of this worker stops here; the guard ends the packet in hand.
-              return Effect.zipRight(rest, Effect.zipRight(restore(Effect.void), Effect.suspend(loop)))
+              inHandler = false
+              const rest = this.settle(packet, exit)
+              return rest === undefined ? next : Effect.zipRight(rest, next)
             }) as Effect.Effect<never, ReceiveError, R>
           }
         }
         const waitThenLoop: Effect.Effect<never, ReceiveError, R> = Effect.zipRight(restore(this.waitForPacket), Effect.suspend(loop))
+        // After a handler that ran: restore(void) lets an interruption of this worker stop it there (the
+        // guard ends the packet in hand), then the loop goes on. Built once per worker, not per packet.
+        const next: Effect.Effect<never, ReceiveError, R> = Effect.zipRight(restore(Effect.void), Effect.suspend(loop))
         return Effect.ensuring(
           loop(),
           Effect.sync(() => {
