@@ -92,6 +92,39 @@ describe("serve: handlers that return an Exit", () => {
       yield* assertLeakFree("throwing handler")
     }).pipe(withBus))
 
+  it.scoped("handlers that suspend run side by side up to `concurrency`; the rest wait in order", () =>
+    Effect.gen(function*() {
+      const scope = yield* childScope
+      const { client, server } = yield* openPair().pipe(Scope.extend(scope))
+      let running = 0
+      let peak = 0
+      const started: Array<number> = []
+      const gate = yield* Deferred.make<void>()
+      yield* Effect.forkIn(
+        server.serve((packet: IncomingPacket.IncomingPacket) =>
+          Effect.gen(function*() {
+            running++
+            peak = Math.max(peak, running)
+            started.push(packet.payload[0]!)
+            yield* Deferred.await(gate)
+            running--
+            return packet.payload
+          }), { concurrency: 3 }),
+        scope
+      )
+      const requests = yield* Effect.forEach([1, 2, 3, 4, 5, 6], (i) => Effect.fork(client.request(filled(i))))
+      yield* eventually(Effect.sync(() => running === 3), "three handlers suspended at once")
+      yield* settle()
+      assert.strictEqual(peak, 3, "never more than concurrency")
+      assert.deepStrictEqual(started, [1, 2, 3], "claimed in order")
+      yield* Deferred.succeed(gate, undefined)
+      const replies = yield* Effect.forEach(requests, Fiber.join)
+      replies.forEach((reply, i) => assertBytes(reply, filled(i + 1)))
+      assert.deepStrictEqual(started, [1, 2, 3, 4, 5, 6])
+      yield* Scope.close(scope, Exit.void)
+      yield* assertLeakFree("suspending handlers")
+    }).pipe(withBus))
+
   it.scoped("serveScoped gives each packet a scope, closed when its handler ends", () =>
     Effect.gen(function*() {
       const scope = yield* childScope
