@@ -100,6 +100,7 @@ describe("serve: handlers that return an Exit", () => {
       let peak = 0
       const started: Array<number> = []
       const gate = yield* Deferred.make<void>()
+      const done = yield* Deferred.make<void>()
       yield* Effect.forkIn(
         server.serve((packet: IncomingPacket.IncomingPacket) =>
           Effect.gen(function*() {
@@ -108,19 +109,22 @@ describe("serve: handlers that return an Exit", () => {
             started.push(packet.payload[0]!)
             yield* Deferred.await(gate)
             running--
-            return packet.payload
+            if (started.length === 6 && running === 0) yield* Deferred.succeed(done, undefined)
           }), { concurrency: 3 }),
         scope
       )
-      const requests = yield* Effect.forEach([1, 2, 3, 4, 5, 6], (i) => Effect.fork(client.request(filled(i))))
+      yield* settle()
+      // One write, one signal, one drain: a single worker is woken for all six. The others are woken
+      // one by one because each handler suspends.
+      yield* client.sendBatch([1, 2, 3, 4, 5, 6].map((i) => filled(i)))
       yield* eventually(Effect.sync(() => running === 3), "three handlers suspended at once")
       yield* settle()
       assert.strictEqual(peak, 3, "never more than concurrency")
       assert.deepStrictEqual(started, [1, 2, 3], "claimed in order")
       yield* Deferred.succeed(gate, undefined)
-      const replies = yield* Effect.forEach(requests, Fiber.join)
-      replies.forEach((reply, i) => assertBytes(reply, filled(i + 1)))
+      yield* Deferred.await(done)
       assert.deepStrictEqual(started, [1, 2, 3, 4, 5, 6])
+      assert.strictEqual((yield* server.stats).packetsOutstanding, 0)
       yield* Scope.close(scope, Exit.void)
       yield* assertLeakFree("suspending handlers")
     }).pipe(withBus))
