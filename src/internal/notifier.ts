@@ -83,18 +83,33 @@ export class WaitQueue {
     for (const resume of waiters) resume(Effect.void)
   }
 
-  /** Returns at once if `ready()`; otherwise suspends until woken. */
+  /**
+   * Returns at once if `ready()`; otherwise suspends until woken. A waiter woken by `wakeOne` and then
+   * interrupted before it could act hands the wake-up to the next waiter, or what it was woken for
+   * would wait for a later wake-up that may never come.
+   */
   waitUntil(ready: () => boolean): Effect.Effect<void> {
-    return Effect.async<void>((resume) => {
-      if (ready()) {
-        resume(Effect.void)
-        return
-      }
-      this.waiters.push(resume)
-      return Effect.sync(() => {
-        const i = this.waiters.indexOf(resume)
-        if (i >= 0) this.waiters.splice(i, 1)
+    return Effect.uninterruptibleMask((restore) => {
+      let woken = false
+      const wait = Effect.async<void>((resume) => {
+        if (ready()) {
+          resume(Effect.void)
+          return
+        }
+        const wake = (effect: Effect.Effect<void>): void => {
+          woken = true
+          resume(effect)
+        }
+        this.waiters.push(wake)
+        return Effect.sync(() => {
+          const i = this.waiters.indexOf(wake)
+          if (i >= 0) this.waiters.splice(i, 1)
+        })
       })
+      return Effect.onInterrupt(restore(wait), () =>
+        Effect.sync(() => {
+          if (woken && ready()) this.wakeOne()
+        }))
     })
   }
 }
