@@ -36,4 +36,31 @@ describe("review 9: wake-ups", () => {
       yield* Scope.close(scope, Exit.void)
       yield* assertLeakFree("woken taker interrupted")
     }).pipe(withBus))
+
+  it.scoped("a single serve worker busy in a handler does not keep the packets queued behind it from another waiting consumer", () =>
+    Effect.gen(function*() {
+      const scope = yield* childScope
+      const { client, server } = yield* openPair().pipe(Scope.extend(scope))
+      const second = yield* Deferred.make<void>()
+      // The serve's single worker waits first, then a taker. Two requests arrive in one batch: the worker
+      // gets the first and suspends until the taker has the second.
+      const serving = yield* Effect.fork(server.serve((_packet: IncomingPacket.IncomingPacket) =>
+        Effect.as(Deferred.await(second), filled(0x11))
+      , { concurrency: 1 }))
+      yield* settle()
+      const taker = yield* Effect.fork(Effect.scoped(Effect.gen(function*() {
+        const packet = yield* server.take
+        yield* Deferred.succeed(second, undefined)
+        yield* packet.complete(filled(0x22))
+      })))
+      yield* settle()
+      const requests = yield* Effect.fork(Effect.all([client.request(filled(1)), client.request(filled(2))], { concurrency: 2 }))
+      yield* eventually(Effect.sync(() => taker.unsafePoll() !== null), "the taker got the second packet")
+      const [first, other] = yield* Fiber.join(requests)
+      assert.deepStrictEqual([first[0], other[0]].sort(), [0x11, 0x22])
+      yield* Fiber.interrupt(serving)
+      yield* Scope.close(scope, Exit.void)
+      yield* assertLeakFree("single worker and a taker")
+    }).pipe(withBus))
 })
+

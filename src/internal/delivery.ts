@@ -153,15 +153,14 @@ export class Delivery {
    * One worker of `serve`: a loop in its own fiber that claims queued packets one by one (a synchronous
    * step, no fiber hop) and waits, interruptibly, only when the queue is empty. A handler that returns
    * an `Exit` (`Effect.succeed`, `Effect.void`, `Effect.fail`) is settled inline, without the
-   * interpreter, so a drained batch costs one wake-up. A handler that has to run and suspends has one
-   * idle worker woken for what is still queued. One guard for the worker's whole life: whatever ends it (an
+   * interpreter, so a drained batch costs one wake-up. A handler that has to run and suspends has a
+   * waiting consumer woken for what is still queued. One guard for the worker's whole life: whatever ends it (an
    * interruption, a drain timeout, the end of the channel), the packet in hand, if still pending, is
    * completed with the failure payload.
    */
   private worker<E, R>(
     handler: (packet: IncomingPacketNs.IncomingPacket) => Effect.Effect<Uint8Array | void, E, R>,
-    scoped: boolean,
-    pooled: boolean
+    scoped: boolean
   ): Effect.Effect<never, ReceiveError, R> {
     return Effect.uninterruptibleMask((restore) =>
       Effect.suspend(() => {
@@ -192,8 +191,9 @@ export class Delivery {
               if (rest !== undefined) return Effect.zipRight(rest, Effect.suspend(loop))
               continue
             }
-            // This handler may take a while: if it suspends, an idle worker takes over what is queued.
-            if (pooled && !wakeScheduled && this.core.queue.length > 0) {
+            // This handler may take a while: if it suspends, what is queued goes to a waiting consumer
+            // (another worker, or a take/packets consumer of the same channel — even with one worker).
+            if (!wakeScheduled && this.core.queue.length > 0 && this.core.packetWaiters.size > 0) {
               wakeScheduled = true
               queueMicrotask(wakeIfSuspended)
             }
@@ -242,8 +242,8 @@ export class Delivery {
     return Effect.suspend(() => {
       // A fixed set of workers (default: the quota, at most 64), fed by batch: no fiber per packet.
       const workers = Math.max(1, Math.min(options?.concurrency ?? Math.min(this.core.quota, 64), 1024))
-      // A worker serves the queue until it is empty, and wakes another before a handler that has to run.
-      const worker = this.worker(handler, scoped, workers > 1)
+      // A worker serves the queue until it is empty, and wakes a waiting consumer when a handler suspends.
+      const worker = this.worker(handler, scoped)
       const fibers = new Set<Fiber.RuntimeFiber<never, ReceiveError>>()
       let stopping = false
       // A worker interrupted by a drain timeout (its handler hung) is replaced while the channel is open.

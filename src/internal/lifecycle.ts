@@ -134,10 +134,12 @@ export class Lifecycle {
       // Interruptible: the close runs as a finalizer, and the timeout must be able to stop the wait.
       return Effect.timeout(Effect.interruptible(waitAll), Duration.millis(this.config.drainTimeoutMillis)).pipe(
         Effect.matchEffect({
-          // C15: interrupt hung handlers (their packets auto-complete), then force the rest.
+          // C15: interrupt hung handlers (their packets auto-complete), then force the rest. Not a
+          // handler waiting for this very close (a joiner): it cannot end before the close does, and
+          // waiting the grace for it would only delay the close and leave the handler interrupted.
           onFailure: () =>
             Effect.zipRight(
-              interruptBounded(this.core.handlerFibers),
+              interruptBounded(Array.from(this.core.handlerFibers).filter((fiber) => !this.closeJoiners.has(fiber))),
               Effect.sync(() => this.forceCompleteAll(closing ? undefined : self))
             ),
           // Closing: what the closing fiber itself holds is completed now.

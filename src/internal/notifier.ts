@@ -71,6 +71,11 @@ export class Doorbell {
 export class WaitQueue {
   private waiters: Array<(effect: Effect.Effect<void>) => void> = []
 
+  /** Waiters registered now. */
+  get size(): number {
+    return this.waiters.length
+  }
+
   wakeOne(): void {
     const resume = this.waiters.shift()
     if (resume !== undefined) resume(Effect.void)
