@@ -240,7 +240,7 @@ export class Delivery {
     options?: { readonly concurrency?: number | undefined }
   ): Effect.Effect<void, ReceiveError, R> {
     return Effect.suspend(() => {
-      // A fixed set of workers (default: the quota, at most 64), fed by batch: no fiber per packet.
+      // A fixed set of persistent workers (default: the quota, at most 64): no fiber per packet.
       const workers = Math.max(1, Math.min(options?.concurrency ?? Math.min(this.core.quota, 64), 1024))
       // A worker serves the queue until it is empty, and wakes a waiting consumer when a handler suspends.
       const worker = this.worker(handler, scoped)

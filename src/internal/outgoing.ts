@@ -243,6 +243,11 @@ export class Outgoing {
       const problem = this.checkSendable("send") ?? this.checkPayload(payload.length)
       if (problem !== undefined) return Effect.fail(problem)
       const packet: P.InBandPacket = { _tag: "InBand", transactionId: 0n, completionRequested: false, payload }
+      // Fast path: nothing queued before it and room in the ring — written here, no second Effect.
+      if (this.waitingWriters === 0 && this.outbox.length === 0) {
+        const outcome = this.tryWrite(packet, undefined)
+        if (outcome !== "full") return outcome
+      }
       return this.writePacket(packet, options?.ifFull ?? "wait")
     })
 
