@@ -2,8 +2,9 @@
 // through the public API first, then fixed.
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber, Scope } from "effect"
+import * as Channel from "../src/Channel.js"
 import type * as IncomingPacket from "../src/IncomingPacket.js"
-import { eventually, filled, openPair, settle, withBus } from "./utils/channels.js"
+import { eventually, filled, INSTANCE, openPair, settle, TYPE, withBus } from "./utils/channels.js"
 import { assertBytes, assertLeakFree, childScope } from "./utils/semantics.js"
 
 describe("review 9: wake-ups", () => {
@@ -64,3 +65,39 @@ describe("review 9: wake-ups", () => {
     }).pipe(withBus))
 })
 
+
+describe("review 9: a handler closing its own channel", () => {
+  it.scopedLive("during a peer close's drain: not interrupted by the serve ending, its code after the close runs", () =>
+    Effect.gen(function*() {
+      const serverScope = yield* Scope.make()
+      const clientScope = yield* Scope.make()
+      const [server, client] = yield* Effect.all([
+        Channel.open({ role: "server", interfaceType: TYPE, interfaceInstance: INSTANCE, drainTimeoutMillis: 300 }).pipe(
+          Scope.extend(serverScope)
+        ),
+        Channel.open({ role: "client", interfaceType: TYPE, interfaceInstance: INSTANCE }).pipe(Scope.extend(clientScope))
+      ], { concurrency: 2 })
+      const started = yield* Deferred.make<void>()
+      const go = yield* Deferred.make<void>()
+      const ended = yield* Deferred.make<"returned" | "interrupted">()
+      // Packet 1's handler hangs (the drain times out on it and interrupts it, ending the serve);
+      // packet 2's handler closes its own channel while that drain runs, then goes on.
+      yield* Effect.forkDaemon(server.serve((packet: IncomingPacket.IncomingPacket) => {
+        if (packet.payload[0] === 1) return Effect.never
+        return Effect.gen(function*() {
+          yield* Deferred.succeed(started, undefined)
+          yield* Deferred.await(go)
+          yield* Scope.close(serverScope, Exit.void)
+          yield* Deferred.succeed(ended, "returned")
+        }).pipe(Effect.onInterrupt(() => Deferred.succeed(ended, "interrupted")))
+      }, { concurrency: 2 }))
+      yield* Effect.forkDaemon(Effect.exit(client.request(filled(1))))
+      yield* Effect.forkDaemon(Effect.exit(client.request(filled(2))))
+      yield* Deferred.await(started)
+      yield* Scope.close(clientScope, Exit.void)
+      yield* eventually(Effect.map(server.state, (state) => state === "Closing"), "the server's close drains")
+      yield* Deferred.succeed(go, undefined)
+      assert.strictEqual(yield* Deferred.await(ended), "returned")
+      yield* assertLeakFree("handler closing during a peer close")
+    }).pipe(withBus), 20_000)
+})

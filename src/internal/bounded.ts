@@ -41,18 +41,21 @@ export const actingFiber = (): Fiber.RuntimeFiber<unknown, unknown> | undefined 
 
 /**
  * Interrupts `fibers` — never the calling fiber itself — and waits for them to end, at most
- * `graceMillis`. Fibers still running afterwards stay interrupted and end on their own.
+ * `graceMillis`. Fibers still running afterwards stay interrupted and end on their own. Fibers for
+ * which `spare` holds are waited for within the same bound but not interrupted.
  */
 export const interruptBounded = (
   fibers: Iterable<Fiber.RuntimeFiber<unknown, unknown>>,
-  graceMillis: number = HANDLER_EXIT_GRACE_MILLIS
+  graceMillis: number = HANDLER_EXIT_GRACE_MILLIS,
+  spare?: (fiber: Fiber.RuntimeFiber<unknown, unknown>) => boolean
 ): Effect.Effect<void> =>
   Effect.suspend(() => {
     const self = currentFiber()
     const principal = actingFiber()
     const others = Array.from(fibers).filter((fiber) => fiber !== self && fiber !== principal)
     if (others.length === 0) return Effect.void
-    return Effect.fiberIdWith((id) => Effect.forEach(others, (fiber) => Fiber.interruptAsFork(fiber, id), { discard: true })).pipe(
+    const doomed = spare === undefined ? others : others.filter((fiber) => !spare(fiber))
+    return Effect.fiberIdWith((id) => Effect.forEach(doomed, (fiber) => Fiber.interruptAsFork(fiber, id), { discard: true })).pipe(
       Effect.zipRight(
         Effect.interruptible(Effect.forEach(others, (fiber) => Fiber.await(fiber), { discard: true })).pipe(
           Effect.timeout(Duration.millis(graceMillis)),

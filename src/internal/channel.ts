@@ -72,6 +72,8 @@ export class ChannelImpl implements OpenedChannel {
   readonly registerTransferPageSet: OpenedChannel["registerTransferPageSet"]
   /** The owner's scope ends only after a close the channel started itself has finished. */
   readonly awaitSelfClose: Effect.Effect<void>
+  /** Runs the owner's close on behalf of `closer` (see Lifecycle.closingFor). */
+  readonly closingFor: <A>(closer: Fiber.RuntimeFiber<unknown, unknown>, close: Effect.Effect<A>) => Effect.Effect<A>
 
   constructor(
     readonly config: ChannelConfig,
@@ -110,6 +112,7 @@ export class ChannelImpl implements OpenedChannel {
     this.mapGpadl = core.external.mapGpadl
     this.registerTransferPageSet = core.external.registerTransferPageSet
     this.awaitSelfClose = core.lifecycle.awaitSelfClose
+    this.closingFor = core.lifecycle.closingFor
   }
 
   readonly state: Effect.Effect<ChannelState> = Effect.sync(() => this.core.current)
@@ -196,16 +199,20 @@ export const open = <E = never>(
     // wait: `Scope.close` of the scope it is closing returns at once, and a closer interrupted in a wait
     // of its own would skip this finalizer and return with the offer or endpoint still open (F10).
     const opened: { channel?: ChannelImpl } = {}
+    // While it runs, the closer is known to the channel as one: a serve that ends meanwhile does not
+    // interrupt a handler closing its own channel (it goes on once its close returns).
     yield* Scope.addFinalizerExit(outer, (exit) =>
-      Effect.uninterruptible(Effect.suspend(() =>
-        Effect.flatMap(
+      Effect.uninterruptible(Effect.suspend(() => {
+        const closer = actingFiber()
+        const run = Effect.flatMap(
           Effect.forkDaemon(actingFor(
-            actingFiber(),
+            closer,
             Effect.zipRight(Scope.close(scope, exit), Effect.suspend(() => opened.channel?.awaitSelfClose ?? Effect.void))
           )),
           Fiber.await
         )
-      )))
+        return closer === undefined || opened.channel === undefined ? run : opened.channel.closingFor(closer, run)
+      })))
     const requestedGeometry = input.role === "client" && ("outgoingRingPages" in input || "incomingRingPages" in input)
     const channel = yield* openIn(config, transport, scope, hooks, requestedGeometry).pipe(
       Scope.extend(scope),

@@ -271,7 +271,9 @@ export class Delivery {
           stopping = true
           for (const fiber of fibers) this.core.handlerFibers.delete(fiber)
           // Bounded: a worker may be the fiber interrupting serve (a handler closing the serve's scope).
-          return interruptBounded(fibers)
+          // A worker whose handler waits for the channel's close is not interrupted: it goes on (and
+          // ends) once the close returns, rather than being cut off right after its close call.
+          return interruptBounded(fibers, undefined, (fiber) => this.core.lifecycle.isCloseJoiner(fiber))
         }))
       )
     })

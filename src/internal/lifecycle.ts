@@ -139,7 +139,7 @@ export class Lifecycle {
           // waiting the grace for it would only delay the close and leave the handler interrupted.
           onFailure: () =>
             Effect.zipRight(
-              interruptBounded(Array.from(this.core.handlerFibers).filter((fiber) => !this.closeJoiners.has(fiber))),
+              interruptBounded(Array.from(this.core.handlerFibers).filter((fiber) => !this.isCloseJoiner(fiber))),
               Effect.sync(() => this.forceCompleteAll(closing ? undefined : self))
             ),
           // Closing: what the closing fiber itself holds is completed now.
@@ -299,6 +299,25 @@ export class Lifecycle {
    * close runs): the drain does not wait for what they hold, since they wait for the drain.
    */
   private readonly closeJoiners = new Set<Fiber.RuntimeFiber<unknown, unknown>>()
+
+  /** Fibers running the owner's close of this channel (its scope's finalizer), for as long as it runs. */
+  private readonly closers = new Set<Fiber.RuntimeFiber<unknown, unknown>>()
+
+  /** Runs `close` (the owner's close of this channel) on behalf of `closer`, who is known as one meanwhile. */
+  readonly closingFor = <A>(closer: Fiber.RuntimeFiber<unknown, unknown>, close: Effect.Effect<A>): Effect.Effect<A> =>
+    Effect.suspend(() => {
+      if (this.closers.has(closer)) return close
+      this.closers.add(closer)
+      return Effect.ensuring(close, Effect.sync(() => this.closers.delete(closer)))
+    })
+
+  /**
+   * True while `fiber` (a handler's, say) closes this channel or waits for its close: it ends when the
+   * close does, so it is not interrupted for the close's sake.
+   */
+  isCloseJoiner(fiber: Fiber.RuntimeFiber<unknown, unknown>): boolean {
+    return this.closeJoiners.has(fiber) || this.closers.has(fiber)
+  }
 
   private joinClose(wait: Effect.Effect<void>): Effect.Effect<void> {
     return Effect.suspend(() => {
