@@ -69,7 +69,7 @@ export class Delivery {
         if (forced) this.core.outgoing.flushOutbox()
       })
       const next: Effect.Effect<Chunk.Chunk<IncomingPacketNs.IncomingPacket>, ReceiveError> = Effect.suspend(() => {
-        const batch = this.core.incoming.handOutBatch(this.core.queue.length)
+        const batch = this.core.incoming.handOutAll()
         if (batch.length > 0) {
           previous = batch
           return Effect.succeed(Chunk.unsafeFromArray<IncomingPacketNs.IncomingPacket>(batch))

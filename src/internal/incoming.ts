@@ -102,14 +102,11 @@ export class Incoming {
 
   /** The next queued packet, unless delivery is paused (queued packets then wait for start). */
   handOut(): PacketHandle | undefined {
-    if (!this.core.delivering) return undefined
-    const packet = this.core.queue.shift()
-    if (packet === undefined) return undefined
     // Who holds it: a pause or close run by that fiber cannot wait for it.
-    packet.holder = currentFiber()
+    const packet = this.claim(currentFiber())
     // Only a hand-over passes the wake-up on: a waiter woken while delivery is paused must not wake
     // the next one, or the waiters would wake each other forever.
-    if (this.core.queue.length > 0) this.core.packetWaiters.wakeOne()
+    if (packet !== undefined && this.core.queue.length > 0) this.core.packetWaiters.wakeOne()
     return packet
   }
 
@@ -316,16 +313,12 @@ export class Incoming {
 
   // ----- handing out batches ----------------------------------------------------------------
 
-  /**
-   * Hands a consumer its share of the queued packets (at most `max`), all at once: a batch costs one
-   * wake-up, not one per packet. What is left wakes the next waiting consumer.
-   */
-  handOutBatch(max: number): Array<PacketHandle> {
+  /** Hands a consumer every queued packet at once (a chunk of `packets`): one wake-up per batch. */
+  handOutAll(): Array<PacketHandle> {
     if (!this.core.delivering || this.core.queue.length === 0) return []
-    const batch = this.core.queue.splice(0, Math.max(1, Math.min(max, this.core.queue.length)))
+    const batch = this.core.queue.splice(0)
     const holder = currentFiber()
     for (let i = 0; i < batch.length; i++) batch[i]!.holder = holder
-    if (this.core.queue.length > 0) this.core.packetWaiters.wakeOne()
     return batch
   }
 
